@@ -1,0 +1,72 @@
+"""The aiohttp application factory. The app owns its database engine through cleanup_ctx; tests
+build the app through this same factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from parley.api.auth import auth_middleware
+from parley.api.endpoints import Endpoint
+from parley.api.errors import error_middleware
+from parley.api.keys import ENGINE, REQUEST_ID, SESSIONS, SETTINGS
+from parley.api.openapi import build_openapi
+from parley.api.routes import conversations, meta, users
+from parley.config import Settings
+from parley.db import async_session_factory, create_async_db_engine
+from parley.ids import new_id
+
+log = logging.getLogger("parley.api")
+
+ROUTE_TABLES = (meta.endpoints, users.endpoints, conversations.endpoints)
+
+
+def all_endpoints() -> list[Endpoint]:
+    return [e for table in ROUTE_TABLES for e in table.endpoints]
+
+
+@web.middleware
+async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-ID", "")[:64] or new_id()
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    response = await handler(request)
+    response.headers["X-Request-ID"] = request_id
+    log.info(
+        "request.finished",
+        extra={
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.path,  # never the query string or headers: nothing secret is logged
+            "status": response.status,
+            "ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
+    return response
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    engine = create_async_db_engine(app[SETTINGS])
+    app[ENGINE] = engine
+    app[SESSIONS] = async_session_factory(engine)
+    yield
+    await engine.dispose()
+
+
+def init_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_log_middleware, error_middleware, auth_middleware],
+        client_max_size=settings.max_request_bytes,
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_database)
+    endpoints = all_endpoints()
+    for endpoint in endpoints:
+        app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
+    app.router.add_static("/docs/static", meta.SWAGGER_STATIC)
+    app[meta.OPENAPI_KEY] = build_openapi(endpoints, version=meta.parley_version())
+    return app

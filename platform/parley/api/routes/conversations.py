@@ -1,0 +1,151 @@
+"""Conversations, their messages and read receipts."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from parley.api.auth import current_user
+from parley.api.endpoints import EndpointTable, parse_body, parse_query, respond
+from parley.api.keys import SESSIONS, SETTINGS
+from parley.api.schemas import (
+    CreateConversationBody,
+    HistoryOut,
+    HistoryQuery,
+    InboxOut,
+    InboxQuery,
+    MarkReadBody,
+    ReadReceiptOut,
+    SendMessageBody,
+)
+from parley.schemas import ConversationOut, MessageOut
+from parley.services import contact, conversations, messages, read_receipts
+from parley.services.conversations import OtherUser
+from parley.services.messages import AttachmentDraft, MessageDraft
+
+endpoints = EndpointTable(tag="conversations")
+
+
+def _draft(body: SendMessageBody) -> MessageDraft:
+    return MessageDraft(
+        content=body.content,
+        attachments=tuple(AttachmentDraft(**a.model_dump()) for a in body.attachments),
+        client_id=body.client_id,
+    )
+
+
+@endpoints.route(
+    "POST", "/api/v1/conversations",
+    summary="Find or start the conversation with a user (201 created, 200 existing), optionally sending a first message",
+    body=CreateConversationBody, responses={201: ConversationOut, 200: ConversationOut}, errors=(404, 409),
+)
+async def create_conversation(request: web.Request) -> web.Response:
+    user = current_user(request)
+    body = await parse_body(request, CreateConversationBody)
+    first = _draft(body.message) if body.message is not None else None
+    async with request.app[SESSIONS]() as session:
+        result = await contact.contact_user(
+            session, request.app[SETTINGS], user, OtherUser(user_id=body.user_id, username=body.username), first
+        )
+        shown = await conversations.show_conversation(session, user, result.conversation.id)
+    return respond(shown, 201 if result.created else 200)
+
+
+@endpoints.route(
+    "GET", "/api/v1/conversations", summary="The caller's inbox, most recent activity first",
+    query=InboxQuery, responses={200: InboxOut},
+)
+async def list_inbox(request: web.Request) -> web.Response:
+    user = current_user(request)
+    query = parse_query(request, InboxQuery)
+    async with request.app[SESSIONS]() as session:
+        page = await conversations.list_inbox(session, user, cursor=query.cursor, limit=query.limit)
+    return respond(InboxOut(items=page.items, next_cursor=page.next_cursor))
+
+
+@endpoints.route(
+    "GET", "/api/v1/conversations/with/{user_id}", summary="The conversation with a user, if one exists",
+    responses={200: ConversationOut}, errors=(404,),
+)
+async def get_conversation_with(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with request.app[SESSIONS]() as session:
+        shown = await conversations.find_conversation_with(session, user, request.match_info["user_id"])
+    return respond(shown)
+
+
+@endpoints.route(
+    "GET", "/api/v1/conversations/{conversation_id}", summary="One conversation of the caller's",
+    responses={200: ConversationOut}, errors=(404,),
+)
+async def get_conversation(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with request.app[SESSIONS]() as session:
+        shown = await conversations.show_conversation(session, user, request.match_info["conversation_id"])
+    return respond(shown)
+
+
+@endpoints.route(
+    "GET", "/api/v1/conversations/{conversation_id}/messages",
+    summary="History, oldest to newest: the last 50 by default; `before` pages back, `after` forward",
+    query=HistoryQuery, responses={200: HistoryOut}, errors=(404,),
+)
+async def list_messages(request: web.Request) -> web.Response:
+    user = current_user(request)
+    query = parse_query(request, HistoryQuery)
+    async with request.app[SESSIONS]() as session:
+        page = await messages.list_history(
+            session, user, request.match_info["conversation_id"],
+            before=query.before, after=query.after, limit=query.limit,
+        )
+    return respond(HistoryOut(items=page.items, has_more=page.has_more))
+
+
+@endpoints.route(
+    "POST", "/api/v1/conversations/{conversation_id}/messages",
+    summary="Send a message (201); repeating a client_id returns the original (200)",
+    body=SendMessageBody, responses={201: MessageOut, 200: MessageOut}, errors=(404, 409),
+)
+async def send_message(request: web.Request) -> web.Response:
+    user = current_user(request)
+    body = await parse_body(request, SendMessageBody)
+    async with request.app[SESSIONS]() as session:
+        message, created = await messages.send_message(
+            session, request.app[SETTINGS], user, request.match_info["conversation_id"], _draft(body)
+        )
+    return respond(message, 201 if created else 200)
+
+
+@endpoints.route(
+    "POST", "/api/v1/conversations/{conversation_id}/read",
+    summary="Mark the other member's messages read, up to `message_id` or all",
+    body=MarkReadBody, responses={200: ReadReceiptOut}, errors=(404,),
+)
+async def mark_read(request: web.Request) -> web.Response:
+    user = current_user(request)
+    body = await parse_body(request, MarkReadBody, optional=True)
+    conversation_id = request.match_info["conversation_id"]
+    async with request.app[SESSIONS]() as session:
+        receipt = await read_receipts.mark_read(session, user, conversation_id, body.message_id)
+        async with session.begin():
+            unread = await read_receipts.count_unread(session, user.id, conversation_id)
+    return respond(
+        ReadReceiptOut(
+            conversation_id=receipt.conversation_id,
+            up_to_message_id=receipt.up_to_message_id,
+            read_at=receipt.read_at,
+            count=receipt.count,
+            unread_count=unread,
+        )
+    )
+
+
+@endpoints.route(
+    "DELETE", "/api/v1/messages/{message_id}",
+    summary="Delete your message for both members, for good (again: no change)",
+    responses={200: MessageOut}, errors=(403, 404),
+)
+async def delete_message(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with request.app[SESSIONS]() as session:
+        message = await messages.delete_message(session, user, request.match_info["message_id"])
+    return respond(message)

@@ -1,0 +1,109 @@
+"""Users, the caller's own profile and settings, and API tokens."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from parley.api.auth import current_principal, current_user, require_admin
+from parley.api.endpoints import EndpointTable, parse_body, respond
+from parley.api.keys import SESSIONS
+from parley.api.schemas import CreateTokenBody, CreateUserBody, SettingsPatchBody, TokenCreatedOut
+from parley.schemas import NotificationSettingsOut, UserOut, UserPrivateOut
+from parley.services import tokens, users
+
+endpoints = EndpointTable(tag="users")
+
+
+@endpoints.route(
+    "POST", "/api/v1/users", summary="Provision a user (admin)", auth="admin",
+    body=CreateUserBody, responses={201: UserPrivateOut}, errors=(409,),
+)
+async def create_user(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await parse_body(request, CreateUserBody)
+    async with request.app[SESSIONS]() as session:
+        user = await users.create_user(session, users.NewUser(**body.model_dump()))
+    return respond(UserPrivateOut.model_validate(user), 201)
+
+
+@endpoints.route(
+    "GET", "/api/v1/users/{user_id}", summary="A user's public profile", auth="user_or_admin",
+    responses={200: UserOut}, errors=(404,),
+)
+async def get_user(request: web.Request) -> web.Response:
+    current_principal(request)
+    async with request.app[SESSIONS]() as session:
+        user = await users.get_user(session, request.match_info["user_id"])
+    return respond(UserOut.model_validate(user))
+
+
+@endpoints.route(
+    "GET", "/api/v1/users/by-username/{username}", summary="Find a user by username (any case)",
+    auth="user_or_admin", responses={200: UserOut}, errors=(404,),
+)
+async def get_user_by_username(request: web.Request) -> web.Response:
+    current_principal(request)
+    async with request.app[SESSIONS]() as session:
+        user = await users.get_user_by_username(session, request.match_info["username"])
+    return respond(UserOut.model_validate(user))
+
+
+@endpoints.route("GET", "/api/v1/me", summary="The caller, contact details included", responses={200: UserPrivateOut})
+async def get_me(request: web.Request) -> web.Response:
+    return respond(UserPrivateOut.model_validate(current_user(request)))
+
+
+@endpoints.route(
+    "GET", "/api/v1/me/settings", summary="The caller's notification settings", responses={200: NotificationSettingsOut}
+)
+async def get_my_settings(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with request.app[SESSIONS]() as session:
+        fresh = await users.get_user(session, user.id)
+    return respond(NotificationSettingsOut.model_validate(fresh))
+
+
+@endpoints.route(
+    "PATCH", "/api/v1/me/settings", summary="Change notification settings (only the fields given)",
+    body=SettingsPatchBody, responses={200: NotificationSettingsOut},
+)
+async def update_my_settings(request: web.Request) -> web.Response:
+    user = current_user(request)
+    body = await parse_body(request, SettingsPatchBody)
+    change = users.NotificationSettingsChange(**body.model_dump(exclude_unset=True, exclude_none=True))
+    async with request.app[SESSIONS]() as session:
+        updated = await users.update_notification_settings(session, user.id, change)
+    return respond(NotificationSettingsOut.model_validate(updated))
+
+
+@endpoints.route(
+    "POST", "/api/v1/users/{user_id}/tokens", summary="Mint an API token for a user (admin); shown once",
+    auth="admin", body=CreateTokenBody, responses={201: TokenCreatedOut}, errors=(404,),
+)
+async def create_token(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await parse_body(request, CreateTokenBody, optional=True)
+    async with request.app[SESSIONS]() as session:
+        minted = await tokens.create_token(session, request.match_info["user_id"], body.name)
+    created = TokenCreatedOut(
+        id=minted.token.id,
+        token=minted.secret,
+        user_id=minted.token.user_id,
+        name=minted.token.name,
+        created_at=minted.token.created_at,
+    )
+    response = respond(created, 201)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@endpoints.route(
+    "DELETE", "/api/v1/tokens/{token_id}", summary="Revoke a token (your own, or any as admin)",
+    auth="user_or_admin", responses={204: None}, errors=(404,),
+)
+async def revoke_token(request: web.Request) -> web.Response:
+    principal = current_principal(request)
+    actor_id = None if principal.is_admin else principal.user.id  # type: ignore[union-attr]
+    async with request.app[SESSIONS]() as session:
+        await tokens.revoke_token(session, request.match_info["token_id"], actor_id=actor_id)
+    return web.Response(status=204)

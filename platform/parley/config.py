@@ -1,0 +1,86 @@
+"""Parley's settings: one object, read from the environment (prefix PARLEY_) and an optional .env.
+
+Every setting has an embedded default that needs no server, so `parley serve` on a fresh
+checkout runs on a SQLite file under ./var/. Bad values fail at start-up with the variable named.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PARLEY_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    database_url: str = Field(
+        default="sqlite:///var/parley.db",
+        description="SQLAlchemy URL: sqlite:///path (embedded) or postgresql://user@host/db.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200, description="PostgreSQL pool size per process.")
+    host: str = Field(default="127.0.0.1", description="Address `parley serve` listens on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port `parley serve` listens on.")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the host product: provisions users and mints their tokens. "
+        "Unset means no admin access over HTTP (the CLI still works).",
+    )
+    max_message_chars: int = Field(default=10_000, ge=1, le=1_000_000, description="Longest message, in characters.")
+    max_request_bytes: int = Field(default=1_048_576, ge=1024, description="Largest accepted HTTP request body.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+
+    broker_url: str = Field(
+        default="sqla+sqlite:///var/broker.db",
+        description="Celery broker: redis://host:6379/0 in the full stack; the embedded default is a "
+        "SQLite file shared by the processes on this machine.",
+    )
+    redis_url: str | None = Field(default=None, description="Redis for pub/sub and presence; unset when embedded.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up when the environment holds a bad setting; names the variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, for entry points only (CLI, Celery app). Code below them takes
+    a Settings argument instead, so tests can build their own."""
+    return load_settings()

@@ -1,0 +1,35 @@
+"""Domain errors. Each carries a stable `code` that clients and tests rely on; the API turns the
+category into an HTTP status in one place (parley.api.errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    code = "domain_error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details or {}
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+class Invalid(DomainError):
+    """Well-formed input that breaks a business rule (too long, messaging yourself, ...)."""
+
+    code = "validation_error"

@@ -1,0 +1,54 @@
+"""Event types and their payloads: the one vocabulary that the WebSocket, webhooks, Slack, email
+and bots share. Services write these into the outbox (`events` table) in the transaction that
+made the change; consumers read them after commit."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from parley.schemas import ConversationMembersOut, MessageOut
+
+
+class EventType(enum.StrEnum):
+    CONVERSATION_CREATED = "conversation.created"
+    MESSAGE_CREATED = "message.created"
+    MESSAGE_READ = "message.read"
+    MESSAGE_DELETED = "message.deleted"
+
+
+class ConversationCreated(BaseModel):
+    conversation: ConversationMembersOut
+
+
+class MessageCreated(BaseModel):
+    message: MessageOut
+
+
+class MessageDeleted(BaseModel):
+    message: MessageOut
+
+
+class MessageRead(BaseModel):
+    """`reader_id` read every message of the other member up to and including `up_to_message_id`;
+    `count` of them were unread until now and carry `read_at` from this moment."""
+
+    conversation_id: str
+    reader_id: str
+    up_to_message_id: str | None
+    read_at: datetime
+    count: int
+
+
+PAYLOADS: dict[EventType, type[BaseModel]] = {
+    EventType.CONVERSATION_CREATED: ConversationCreated,
+    EventType.MESSAGE_CREATED: MessageCreated,
+    EventType.MESSAGE_DELETED: MessageDeleted,
+    EventType.MESSAGE_READ: MessageRead,
+}
+
+
+def parse_payload(event_type: str, payload: dict[str, object]) -> BaseModel:
+    return PAYLOADS[EventType(event_type)].model_validate(payload)

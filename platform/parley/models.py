@@ -1,0 +1,257 @@
+"""Parley's tables as SQLAlchemy 2 typed models. Alembic migrations in parley/migrations mirror
+them; tests/test_migrations.py proves the two agree."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy import Enum as SAEnum
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from parley.ids import new_id
+
+ID = String(26)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are UTC and timezone-aware in Python on both databases. SQLite has no time zone
+    type, so values are stored as naive UTC and given their zone back on the way out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _str_enum(enum_cls: type[enum.StrEnum], length: int = 16) -> SAEnum:
+    # Stored as plain strings with a CHECK constraint, identical on PostgreSQL and SQLite.
+    return SAEnum(
+        enum_cls,
+        native_enum=False,
+        create_constraint=True,
+        length=length,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+class UserKind(enum.StrEnum):
+    USER = "user"
+    BOT = "bot"
+
+
+class EmailDigest(enum.StrEnum):
+    OFF = "off"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
+class MessageSource(enum.StrEnum):
+    API = "api"
+    SLACK = "slack"
+    EMAIL = "email"
+    BOT = "bot"
+    WEBHOOK = "webhook"
+
+
+class AttachmentKind(enum.StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+    DOCUMENT = "document"
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        # Usernames are ASCII (see schemas), so lower() folds them the same on both databases.
+        Index("uq_users_username_lower", func.lower(text("username")), unique=True),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    avatar_url: Mapped[str | None] = mapped_column(String(2048))
+    kind: Mapped[UserKind] = mapped_column(_str_enum(UserKind), default=UserKind.USER)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    inbox_notifications: Mapped[bool] = mapped_column(Boolean, default=True)
+    order_updates_notifications: Mapped[bool] = mapped_column(Boolean, default=True)
+    email_digest: Mapped[EmailDigest] = mapped_column(_str_enum(EmailDigest), default=EmailDigest.DAILY)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # SHA-256 of the token: tokens are 256 random bits, so a fast hash is as strong as a slow one
+    # and lets a request find its token with one indexed lookup.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship(lazy="raise")
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        # The inbox reads each side's conversations newest first straight off these indexes.
+        Index("ix_conversations_initiator_activity", "initiator_id", "updated_at", "id"),
+        Index("ix_conversations_recipient_activity", "recipient_id", "updated_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    # "<smaller user id>:<larger user id>": the database's unique constraint is what guarantees one
+    # conversation per unordered pair, even when many requests race to create it.
+    pair_key: Mapped[str] = mapped_column(String(53), unique=True)
+    initiator_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    recipient_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    members: Mapped[list[ConversationMember]] = relationship(lazy="raise", back_populates="conversation")
+
+    @staticmethod
+    def pair_key_for(user_a: str, user_b: str) -> str:
+        low, high = sorted((user_a, user_b))
+        return f"{low}:{high}"
+
+    def other_member_id(self, user_id: str) -> str:
+        return self.recipient_id if user_id == self.initiator_id else self.initiator_id
+
+    def has_member(self, user_id: str) -> bool:
+        return user_id in (self.initiator_id, self.recipient_id)
+
+
+class ConversationMember(Base):
+    """Per-member read state of a conversation."""
+
+    __tablename__ = "conversation_members"
+
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    last_read_message_id: Mapped[str | None] = mapped_column(ID)
+    last_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    conversation: Mapped[Conversation] = relationship(lazy="raise", back_populates="members")
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("sender_id", "client_id"),
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        # Unread counts touch only the unread rows of a conversation.
+        Index(
+            "ix_messages_unread",
+            "conversation_id",
+            "sender_id",
+            postgresql_where=text("read_at IS NULL AND deleted_at IS NULL"),
+            sqlite_where=text("read_at IS NULL AND deleted_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    sender_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    client_id: Mapped[str | None] = mapped_column(String(100))
+    source: Mapped[MessageSource] = mapped_column(_str_enum(MessageSource), default=MessageSource.API)
+
+    sender: Mapped[User] = relationship(lazy="raise")
+    attachments: Mapped[list[Attachment]] = relationship(
+        lazy="raise", cascade="all, delete-orphan", order_by="Attachment.id"
+    )
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(String(2048))
+    kind: Mapped[AttachmentKind] = mapped_column(_str_enum(AttachmentKind))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Event(Base):
+    """The outbox: every change that anyone outside the writing transaction must hear of."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index(
+            "ix_events_undispatched",
+            "id",
+            postgresql_where=text("dispatched_at IS NULL"),
+            sqlite_where=text("dispatched_at IS NULL"),
+        ),
+        Index("ix_events_conversation_id_id", "conversation_id", "id"),
+    )
+
+    # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    type: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str | None] = mapped_column(ID)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,123 @@
+"""The shapes Parley shows the world: HTTP responses and event payloads use these same models, so
+a message looks alike on the REST API, a WebSocket, a webhook and in a Slack mirror."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from parley.models import (
+    Attachment,
+    AttachmentKind,
+    Conversation,
+    EmailDigest,
+    Message,
+    MessageSource,
+    User,
+    UserKind,
+)
+
+
+class Shape(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class UserSummary(Shape):
+    id: str
+    username: str
+    name: str
+    avatar_url: str | None
+
+
+class UserOut(UserSummary):
+    kind: UserKind
+    created_at: datetime
+
+
+class UserPrivateOut(UserOut):
+    """What a user sees of themselves and what the admin sees: contact details included."""
+
+    email: str | None
+
+
+class NotificationSettingsOut(Shape):
+    inbox_notifications: bool
+    order_updates_notifications: bool
+    email_digest: EmailDigest
+
+
+class AttachmentOut(Shape):
+    id: str
+    name: str
+    url: str
+    kind: AttachmentKind
+    content_type: str
+    size: int | None
+
+    @classmethod
+    def of(cls, attachment: Attachment) -> AttachmentOut:
+        return cls.model_validate(attachment)
+
+
+class MessageOut(Shape):
+    id: str
+    conversation_id: str
+    sender_id: str
+    sender: UserSummary
+    content: str
+    attachments: list[AttachmentOut]
+    created_at: datetime
+    updated_at: datetime
+    read_at: datetime | None
+    deleted_at: datetime | None
+    client_id: str | None
+    source: MessageSource
+
+    @classmethod
+    def of(cls, message: Message, sender: User, attachments: list[Attachment]) -> MessageOut:
+        return cls(
+            id=message.id,
+            conversation_id=message.conversation_id,
+            sender_id=message.sender_id,
+            sender=UserSummary.model_validate(sender),
+            content=message.content,
+            attachments=[AttachmentOut.of(a) for a in attachments],
+            created_at=message.created_at,
+            updated_at=message.updated_at,
+            read_at=message.read_at,
+            deleted_at=message.deleted_at,
+            client_id=message.client_id,
+            source=message.source,
+        )
+
+
+class ConversationCore(Shape):
+    id: str
+    initiator_id: str
+    recipient_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConversationOut(ConversationCore):
+    """A conversation as one member sees it (an inbox item)."""
+
+    other_user: UserSummary
+    last_message: MessageOut | None
+    unread_count: int
+
+
+class ConversationMembersOut(ConversationCore):
+    """A conversation as neither member in particular sees it (event payloads)."""
+
+    initiator: UserSummary
+    recipient: UserSummary
+
+    @classmethod
+    def of(cls, conversation: Conversation, initiator: User, recipient: User) -> ConversationMembersOut:
+        return cls(
+            **ConversationCore.model_validate(conversation).model_dump(),
+            initiator=UserSummary.model_validate(initiator),
+            recipient=UserSummary.model_validate(recipient),
+        )

@@ -1,0 +1,73 @@
+"""API tokens: minted for a user, stored only as a hash, shown once, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.db import write_transaction
+from parley.errors import NotFound
+from parley.ids import is_valid_id
+from parley.models import ApiToken, User, utcnow
+from parley.services.users import get_user
+
+TOKEN_PREFIX = "plt_"
+# last_used_at is a hint for humans; refreshing it at most this often keeps reads from writing.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    token: ApiToken
+    secret: str  # the only time the clear token exists outside its holder
+
+
+async def create_token(session: AsyncSession, user_id: str, name: str | None = None) -> MintedToken:
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    async with write_transaction(session):
+        await get_user(session, user_id)
+        token = ApiToken(user_id=user_id, token_hash=hash_token(secret), name=name)
+        session.add(token)
+    return MintedToken(token=token, secret=secret)
+
+
+async def revoke_token(session: AsyncSession, token_id: str, *, actor_id: str | None) -> None:
+    """Revoke a token. `actor_id` None means the admin; a user may revoke only their own tokens
+    (anyone else's is reported as not found, so token ids reveal nothing). Revoking twice is harmless."""
+    async with write_transaction(session):
+        token = await session.get(ApiToken, token_id) if is_valid_id(token_id) else None
+        if token is None or (actor_id is not None and token.user_id != actor_id):
+            raise NotFound("no such token", details={"token_id": token_id})
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+
+
+async def authenticate(session: AsyncSession, secret: str) -> User | None:
+    """The user a bearer token belongs to, or None for an unknown or revoked token."""
+    if not secret.startswith(TOKEN_PREFIX):
+        return None
+    async with session.begin():
+        row = (
+            await session.execute(
+                select(ApiToken, User)
+                .join(User, User.id == ApiToken.user_id)
+                .where(ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None))
+            )
+        ).one_or_none()
+    if row is None:
+        return None
+    token, user = row
+    now = utcnow()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        async with write_transaction(session):
+            token.last_used_at = now
+    return user

@@ -1,0 +1,93 @@
+"""Users and their notification settings."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.db import write_transaction
+from parley.errors import Conflict, NotFound
+from parley.ids import is_valid_id
+from parley.models import EmailDigest, User, UserKind
+
+# ASCII letters, digits and . _ - (not at the ends): safe in URLs and mentions, and folded to lower
+# case identically by every database, which the case-insensitive unique index relies on.
+USERNAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,38}[A-Za-z0-9])?$"
+_USERNAME_RE = re.compile(USERNAME_PATTERN)
+
+
+def is_valid_username(username: str) -> bool:
+    return bool(_USERNAME_RE.match(username))
+
+
+@dataclass(frozen=True)
+class NewUser:
+    username: str
+    name: str
+    email: str | None = None
+    avatar_url: str | None = None
+    kind: UserKind = UserKind.USER
+
+
+async def create_user(session: AsyncSession, new_user: NewUser) -> User:
+    taken = Conflict(f"username {new_user.username!r} is taken", code="username_taken")
+    async with write_transaction(session):
+        if await _find_by_username(session, new_user.username) is not None:
+            raise taken
+        user = User(
+            username=new_user.username,
+            name=new_user.name,
+            email=new_user.email,
+            avatar_url=new_user.avatar_url,
+            kind=new_user.kind,
+        )
+        session.add(user)
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise taken from None
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: str) -> User:
+    user = await session.get(User, user_id) if is_valid_id(user_id) else None
+    if user is None:
+        raise NotFound("no such user", details={"user_id": user_id})
+    return user
+
+
+async def get_user_by_username(session: AsyncSession, username: str) -> User:
+    user = await _find_by_username(session, username) if is_valid_username(username) else None
+    if user is None:
+        raise NotFound("no such user", details={"username": username})
+    return user
+
+
+async def _find_by_username(session: AsyncSession, username: str) -> User | None:
+    result = await session.execute(select(User).where(func.lower(User.username) == username.lower()))
+    return result.scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class NotificationSettingsChange:
+    inbox_notifications: bool | None = None
+    order_updates_notifications: bool | None = None
+    email_digest: EmailDigest | None = None
+
+
+async def update_notification_settings(
+    session: AsyncSession, user_id: str, change: NotificationSettingsChange
+) -> User:
+    async with write_transaction(session):
+        user = await get_user(session, user_id)
+        if change.inbox_notifications is not None:
+            user.inbox_notifications = change.inbox_notifications
+        if change.order_updates_notifications is not None:
+            user.order_updates_notifications = change.order_updates_notifications
+        if change.email_digest is not None:
+            user.email_digest = change.email_digest
+    return user
