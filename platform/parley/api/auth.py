@@ -46,7 +46,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def current_user(request: web.Request) -> User:
-    principal: Principal = request[PRINCIPAL]
+    principal = request[PRINCIPAL]
     if principal.user is None:
         if principal.is_admin:
             raise ApiError(403, "user_token_required", "this route acts as a user: use that user's token")
@@ -55,7 +55,7 @@ def current_user(request: web.Request) -> User:
 
 
 def require_admin(request: web.Request) -> None:
-    principal: Principal = request[PRINCIPAL]
+    principal = request[PRINCIPAL]
     if principal.is_admin:
         return
     if principal.user is None:
@@ -64,7 +64,7 @@ def require_admin(request: web.Request) -> None:
 
 
 def current_principal(request: web.Request) -> Principal:
-    principal: Principal = request[PRINCIPAL]
+    principal = request[PRINCIPAL]
     if principal.user is None and not principal.is_admin:
         raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>'")
     return principal

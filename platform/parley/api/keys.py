@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley.api.principal import Principal
 from parley.config import Settings
@@ -12,9 +12,7 @@ SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 
-# Request-scoped values live in the request mapping under plain string keys (aiohttp's RequestKey
-# is not in every supported version); these names are the only ones used.
-PRINCIPAL = "parley.principal"
-REQUEST_ID = "parley.request_id"
+PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 __all__ = ["ENGINE", "PRINCIPAL", "REQUEST_ID", "SESSIONS", "SETTINGS", "Principal"]

@@ -208,20 +208,17 @@ async def describe_conversations(
     ]
     last_messages = {m.conversation_id: m for m in await describe_messages(session, last_ids)}
 
-    unread = dict(
-        (
-            await session.execute(
-                select(Message.conversation_id, func.count())
-                .where(
-                    Message.conversation_id.in_(ids),
-                    Message.sender_id != viewer_id,
-                    Message.read_at.is_(None),
-                    Message.deleted_at.is_(None),
-                )
-                .group_by(Message.conversation_id)
-            )
-        ).tuples()
+    unread_rows = await session.execute(
+        select(Message.conversation_id, func.count())
+        .where(
+            Message.conversation_id.in_(ids),
+            Message.sender_id != viewer_id,
+            Message.read_at.is_(None),
+            Message.deleted_at.is_(None),
+        )
+        .group_by(Message.conversation_id)
     )
+    unread: dict[str, int] = {conversation_id: count for conversation_id, count in unread_rows}
     return [
         ConversationOut(
             id=c.id,

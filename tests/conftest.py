@@ -1,0 +1,87 @@
+"""Fixtures shared by every suite. Each test that touches the database runs twice: on the embedded
+SQLite configuration and on a PostgreSQL database private to this test run (created at start,
+dropped at the end). Both are built by the real Alembic migrations."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from parley.config import Settings, load_settings
+from parley.db import async_session_factory, create_async_db_engine, create_sync_db_engine
+from parley.migrate import upgrade_to_head
+from parley.models import Base
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+POSTGRES_ADMIN_URL = os.environ.get("PARLEY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = os.environ.get("PARLEY_TEST_BACKENDS", "sqlite,postgresql").split(",")
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    name = f"parley_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(POSTGRES_ADMIN_URL, name)
+    upgrade_to_head(load_settings(database_url=url))
+    yield url
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("sqlite") / "parley.db"
+    url = f"sqlite:///{path}"
+    upgrade_to_head(load_settings(database_url=url))
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> str:
+    url = str(request.getfixturevalue("postgres_url" if backend == "postgresql" else "sqlite_url"))
+    _empty_all_tables(url)
+    return url
+
+
+def _empty_all_tables(url: str) -> None:
+    engine = create_sync_db_engine(load_settings(database_url=url))
+    try:
+        with engine.begin() as connection:
+            tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+            if engine.dialect.name == "postgresql":
+                connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            else:
+                for table in tables:
+                    connection.execute(text(f"DELETE FROM {table}"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return load_settings(database_url=database_url, admin_token=ADMIN_TOKEN, database_pool_size=20)
+
+
+@pytest.fixture
+async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_async_db_engine(settings)
+    yield async_session_factory(engine)
+    await engine.dispose()
