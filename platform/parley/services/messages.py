@@ -25,6 +25,9 @@ MAX_ATTACHMENTS = 10
 DELETED_CONTENT = "This message was deleted"
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
+# Python's built-in table only, not the host's /etc/mime.types: the same file name gets the same
+# type on every machine.
+_MIME_TYPES = mimetypes.MimeTypes()
 
 
 @dataclass(frozen=True)
@@ -116,8 +119,8 @@ async def write_message(
 def _attachment_row(message_id: str, draft: AttachmentDraft) -> Attachment:
     content_type = (
         draft.content_type
-        or mimetypes.guess_type(draft.name)[0]
-        or mimetypes.guess_type(urlsplit(draft.url).path)[0]
+        or _MIME_TYPES.guess_type(draft.name)[0]
+        or _MIME_TYPES.guess_type(urlsplit(draft.url).path)[0]
         or "application/octet-stream"
     )
     return Attachment(
