@@ -32,7 +32,7 @@ async def contact_user(
         if first_message is None or first_message.client_id is not None:
             message = None
         else:
-            message = await write_message(session, conversation, actor, first_message)
+            message = await write_message(session, conversation.id, actor, first_message)
     if first_message is not None and first_message.client_id is not None:
         # An idempotent first message goes through send_message's replay rules, in its own
         # transaction after the conversation exists (retrying creates neither twice).

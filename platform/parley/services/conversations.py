@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, String, func, literal, select, tuple_, union_all
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, String, case, func, literal, or_, select, tuple_, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from parley.db import write_transaction
 from parley.errors import Invalid, NotFound
@@ -19,7 +21,7 @@ from parley.events import ConversationCreated, EventType
 from parley.ids import is_valid_id
 from parley.models import Conversation, ConversationMember, Message, User, UTCDateTime
 from parley.schemas import ConversationMembersOut, ConversationOut, UserSummary
-from parley.services.message_views import describe_messages
+from parley.services.message_views import MESSAGE_COLUMNS, attachments_of, message_view, summary_of
 from parley.services.outbox import record_event
 from parley.services.users import get_user, get_user_by_username
 
@@ -79,7 +81,7 @@ async def get_or_create_in_transaction(
             raise
         return winner, False
 
-    record_event(
+    await record_event(
         session,
         EventType.CONVERSATION_CREATED,
         ConversationCreated(conversation=ConversationMembersOut.of(conversation, actor, other_user)),
@@ -103,21 +105,24 @@ async def get_member_conversation(session: AsyncSession, conversation_id: str, u
 
 
 async def find_conversation_with(session: AsyncSession, viewer: User, other_user_id: str) -> ConversationOut:
+    pair_key = Conversation.pair_key_for(viewer.id, other_user_id) if is_valid_id(other_user_id) else ""
     async with session.begin():
-        conversation = (
-            await _find_by_pair(session, Conversation.pair_key_for(viewer.id, other_user_id))
-            if is_valid_id(other_user_id)
-            else None
-        )
-        if conversation is None:
-            raise NotFound("no conversation with this user yet", details={"user_id": other_user_id})
-        return (await describe_conversations(session, viewer.id, [conversation]))[0]
+        found = await _conversation_views(session, viewer, _view_query(viewer.id).where(Conversation.pair_key == pair_key))
+    if not found:
+        raise NotFound("no conversation with this user yet", details={"user_id": other_user_id})
+    return found[0]
 
 
 async def show_conversation(session: AsyncSession, viewer: User, conversation_id: str) -> ConversationOut:
-    async with session.begin():
-        conversation = await get_member_conversation(session, conversation_id, viewer.id)
-        return (await describe_conversations(session, viewer.id, [conversation]))[0]
+    found = []
+    if is_valid_id(conversation_id):
+        async with session.begin():
+            found = await _conversation_views(
+                session, viewer, _view_query(viewer.id).where(Conversation.id == conversation_id, _is_member(viewer.id))
+            )
+    if not found:
+        raise NotFound("no such conversation", details={"conversation_id": conversation_id})
+    return found[0]
 
 
 @dataclass(frozen=True)
@@ -139,18 +144,16 @@ async def list_inbox(
             _inbox_side(Conversation.recipient_id, viewer.id, position, limit + 1).subquery(),
         ]
         merged = union_all(*(select(side.c.id) for side in sides)).subquery()
-        rows = (
-            await session.execute(
-                select(Conversation)
-                .join(merged, merged.c.id == Conversation.id)
-                .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
-                .limit(limit + 1)
-            )
-        ).scalars().all()
-        page, more = rows[:limit], len(rows) > limit
-        items = await describe_conversations(session, viewer.id, page)
+        query = (
+            _view_query(viewer.id)
+            .join(merged, merged.c.id == Conversation.id)
+            .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+            .limit(limit + 1)
+        )
+        items = await _conversation_views(session, viewer, query)
+    page, more = items[:limit], len(items) > limit
     next_cursor = encode_inbox_cursor(page[-1].updated_at, page[-1].id) if more and page else None
-    return InboxPage(items=items, next_cursor=next_cursor)
+    return InboxPage(items=page, next_cursor=next_cursor)
 
 
 def _inbox_side(
@@ -182,54 +185,78 @@ def decode_inbox_cursor(cursor: str) -> tuple[datetime, str]:
     return updated_at, conversation_id
 
 
-async def describe_conversations(
-    session: AsyncSession, viewer_id: str, conversations: Sequence[Conversation]
-) -> list[ConversationOut]:
-    """Conversations as `viewer_id` sees them: the other member, the last message and how many
-    messages the viewer has not read. A fixed number of queries, whatever the page size."""
-    if not conversations:
-        return []
-    ids = [c.id for c in conversations]
-    other_ids = {c.other_member_id(viewer_id) for c in conversations}
-    others = {u.id: u for u in (await session.execute(select(User).where(User.id.in_(other_ids)))).scalars()}
+def _is_member(user_id: str) -> ColumnElement[bool]:
+    return or_(Conversation.initiator_id == user_id, Conversation.recipient_id == user_id)
 
-    latest_id = (
-        select(Message.id)
-        .where(Message.conversation_id == Conversation.id)
-        .order_by(Message.id.desc())
-        .limit(1)
-        .correlate(Conversation)
-        .scalar_subquery()
+
+_OTHER = aliased(User, name="other_user")
+_LAST = aliased(Message, name="last_message")
+_LAST_COLUMNS = [column.label(f"last_{column.key}") for column in (getattr(_LAST, c.key) for c in MESSAGE_COLUMNS)]
+
+
+def _view_query(viewer_id: str) -> Select[Any]:
+    """Conversations as `viewer_id` sees them, in one query: the other member, the last message
+    (the highest id: ids are time-ordered) and the viewer's unread count, via correlated
+    subqueries that each read a few index entries. Callers add the filter and order."""
+    other_id = case(
+        (Conversation.initiator_id == viewer_id, Conversation.recipient_id), else_=Conversation.initiator_id
     )
-    last_ids = [
-        message_id
-        for message_id in (await session.execute(select(latest_id).where(Conversation.id.in_(ids)))).scalars()
-        if message_id is not None
-    ]
-    last_messages = {m.conversation_id: m for m in await describe_messages(session, last_ids)}
-
-    unread_rows = await session.execute(
-        select(Message.conversation_id, func.count())
+    last_id = (
+        select(func.max(Message.id)).where(Message.conversation_id == Conversation.id).scalar_subquery()
+    )
+    unread = (
+        select(func.count())
         .where(
-            Message.conversation_id.in_(ids),
+            Message.conversation_id == Conversation.id,
             Message.sender_id != viewer_id,
             Message.read_at.is_(None),
             Message.deleted_at.is_(None),
         )
-        .group_by(Message.conversation_id)
+        .scalar_subquery()
     )
-    unread: dict[str, int] = {conversation_id: count for conversation_id, count in unread_rows}
-    return [
-        ConversationOut(
-            id=c.id,
-            initiator_id=c.initiator_id,
-            recipient_id=c.recipient_id,
-            created_at=c.created_at,
-            updated_at=c.updated_at,
-            other_user=UserSummary.model_validate(others[c.other_member_id(viewer_id)]),
-            last_message=last_messages.get(c.id),
-            unread_count=unread.get(c.id, 0),
+    return (
+        select(
+            Conversation.id,
+            Conversation.initiator_id,
+            Conversation.recipient_id,
+            Conversation.created_at,
+            Conversation.updated_at,
+            _OTHER.id.label("other_id"),
+            _OTHER.username.label("other_username"),
+            _OTHER.name.label("other_name"),
+            _OTHER.avatar_url.label("other_avatar_url"),
+            unread.label("unread_count"),
+            *_LAST_COLUMNS,
         )
-        for c in conversations
-    ]
+        .join(_OTHER, _OTHER.id == other_id)
+        .outerjoin(_LAST, _LAST.id == last_id)
+    )
 
+
+async def _conversation_views(session: AsyncSession, viewer: User, query: Select[Any]) -> list[ConversationOut]:
+    rows = (await session.execute(query)).all()
+    me = summary_of(viewer)
+    attachments = await attachments_of(session, [row.last_id for row in rows if row.last_id is not None])
+    views = []
+    for row in rows:
+        other = UserSummary(
+            id=row.other_id, username=row.other_username, name=row.other_name, avatar_url=row.other_avatar_url
+        )
+        last_message = None
+        if row.last_id is not None:
+            last = {column.key: row._mapping[f"last_{column.key}"] for column in MESSAGE_COLUMNS}
+            sender = me if last["sender_id"] == viewer.id else other
+            last_message = message_view(last, sender, attachments.get(row.last_id, []))
+        views.append(
+            ConversationOut(
+                id=row.id,
+                initiator_id=row.initiator_id,
+                recipient_id=row.recipient_id,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+                other_user=other,
+                last_message=last_message,
+                unread_count=row.unread_count,
+            )
+        )
+    return views

@@ -1,35 +1,108 @@
-"""Loading messages as the world sees them (sender and attachments included)."""
+"""Reading messages as the world sees them (sender and attachments included).
+
+These are the hot read paths (history pages, inbox previews), so they select plain columns rather
+than ORM objects: no identity map, no eager-load joins. A message's sender is always one of the
+conversation's two members, whom the caller already knows, so users are never joined per message.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload, selectinload
 
-from parley.models import Message
-from parley.schemas import MessageOut
+from parley.models import Attachment, Message, User
+from parley.schemas import AttachmentOut, MessageOut, UserSummary
 
-_WITH_SENDER_AND_ATTACHMENTS = (joinedload(Message.sender), selectinload(Message.attachments))
+MESSAGE_COLUMNS = (
+    Message.id,
+    Message.conversation_id,
+    Message.sender_id,
+    Message.content,
+    Message.created_at,
+    Message.updated_at,
+    Message.read_at,
+    Message.deleted_at,
+    Message.client_id,
+    Message.source,
+)
+_ATTACHMENT_COLUMNS = (
+    Attachment.message_id,
+    Attachment.id,
+    Attachment.name,
+    Attachment.url,
+    Attachment.kind,
+    Attachment.content_type,
+    Attachment.size,
+)
 
 
-def view_of(message: Message) -> MessageOut:
-    return MessageOut.of(message, message.sender, list(message.attachments))
+def summary_of(user: User) -> UserSummary:
+    return UserSummary(id=user.id, username=user.username, name=user.name, avatar_url=user.avatar_url)
 
 
-def views_of(messages: Iterable[Message]) -> list[MessageOut]:
-    return [view_of(m) for m in messages]
+def message_view(
+    row: Row[Any] | Mapping[str, Any], sender: UserSummary, attachments: list[AttachmentOut]
+) -> MessageOut:
+    values = row._mapping if isinstance(row, Row) else row
+    return MessageOut(
+        id=values["id"],
+        conversation_id=values["conversation_id"],
+        sender_id=values["sender_id"],
+        sender=sender,
+        content=values["content"],
+        attachments=attachments,
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
+        read_at=values["read_at"],
+        deleted_at=values["deleted_at"],
+        client_id=values["client_id"],
+        source=values["source"],
+    )
 
 
-async def load_messages(session: AsyncSession, query: object) -> Sequence[Message]:
-    """Run a select(Message) with its sender and attachments loaded alongside."""
-    result = await session.execute(query.options(*_WITH_SENDER_AND_ATTACHMENTS))  # type: ignore[attr-defined]
-    return result.scalars().unique().all()
-
-
-async def describe_messages(session: AsyncSession, message_ids: Sequence[str]) -> list[MessageOut]:
+async def attachments_of(session: AsyncSession, message_ids: Sequence[str]) -> dict[str, list[AttachmentOut]]:
+    """Attachments of several messages, in the order they were attached, keyed by message id."""
     if not message_ids:
-        return []
-    messages = await load_messages(session, select(Message).where(Message.id.in_(message_ids)).order_by(Message.id))
-    return views_of(messages)
+        return {}
+    found: dict[str, list[AttachmentOut]] = {}
+    rows = await session.execute(
+        select(*_ATTACHMENT_COLUMNS).where(Attachment.message_id.in_(message_ids)).order_by(Attachment.id)
+    )
+    for row in rows:
+        found.setdefault(row.message_id, []).append(
+            AttachmentOut(
+                id=row.id, name=row.name, url=row.url, kind=row.kind, content_type=row.content_type, size=row.size
+            )
+        )
+    return found
+
+
+async def user_summaries(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, UserSummary]:
+    rows = await session.execute(
+        select(User.id, User.username, User.name, User.avatar_url).where(User.id.in_(user_ids))
+    )
+    return {
+        row.id: UserSummary(id=row.id, username=row.username, name=row.name, avatar_url=row.avatar_url)
+        for row in rows
+    }
+
+
+async def describe_message_rows(
+    session: AsyncSession, rows: Sequence[Row[Any]], members: Mapping[str, UserSummary]
+) -> list[MessageOut]:
+    """Message rows of one conversation as MessageOut; `members` maps its two member ids to their
+    summaries."""
+    attachments = await attachments_of(session, [row.id for row in rows])
+    return [message_view(row, members[row.sender_id], attachments.get(row.id, [])) for row in rows]
+
+
+async def describe_message(session: AsyncSession, message_id: str) -> MessageOut | None:
+    """One message by id, with its sender looked up (for the rare paths that start from an id)."""
+    row = (await session.execute(select(*MESSAGE_COLUMNS).where(Message.id == message_id))).first()
+    if row is None:
+        return None
+    members = await user_summaries(session, [row.sender_id])
+    return (await describe_message_rows(session, [row], members))[0]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import mimetypes
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,9 +17,16 @@ from parley.errors import Conflict, Forbidden, Invalid, NotFound
 from parley.events import EventType, MessageCreated, MessageDeleted
 from parley.ids import is_valid_id, new_id
 from parley.models import Attachment, AttachmentKind, Conversation, Message, MessageSource, User, utcnow
-from parley.schemas import MessageOut
+from parley.schemas import AttachmentOut, MessageOut
 from parley.services.conversations import get_member_conversation
-from parley.services.message_views import load_messages, view_of, views_of
+from parley.services.message_views import (
+    MESSAGE_COLUMNS,
+    describe_message,
+    describe_message_rows,
+    message_view,
+    summary_of,
+    user_summaries,
+)
 from parley.services.outbox import record_event
 
 MAX_ATTACHMENTS = 10
@@ -70,68 +78,84 @@ async def send_message(
     try:
         async with write_transaction(session):
             if draft.client_id is not None:
-                original = await _find_by_client_id(session, sender.id, draft.client_id)
+                original = await _replay(session, sender.id, conversation_id, draft)
                 if original is not None:
-                    return _replay(original, conversation_id, draft), False
-            conversation = await get_member_conversation(session, conversation_id, sender.id)
-            return await write_message(session, conversation, sender, draft), True
+                    return original, False
+            return await write_message(session, conversation_id, sender, draft), True
     except IntegrityError:
         if draft.client_id is None:
             raise
         # Two sends with one client_id raced and the other committed first: answer with its message.
         async with session.begin():
-            original = await _find_by_client_id(session, sender.id, draft.client_id)
-            if original is None:
-                raise
-            return _replay(original, conversation_id, draft), False
+            original = await _replay(session, sender.id, conversation_id, draft)
+        if original is None:
+            raise
+        return original, False
 
 
-async def write_message(
-    session: AsyncSession, conversation: Conversation, sender: User, draft: MessageDraft
-) -> MessageOut:
-    """Insert the message, bump the conversation's activity and record `message.created`, in the
-    caller's transaction (already checked: the sender is a member and the draft is valid)."""
+async def write_message(session: AsyncSession, conversation_id: str, sender: User, draft: MessageDraft) -> MessageOut:
+    """In the caller's transaction: bump the conversation's activity (which also proves the sender
+    is a member, and locks the row so one conversation's sends queue), insert the message and its
+    attachments, and record `message.created`. The draft is already checked."""
+    not_found = NotFound("no such conversation", details={"conversation_id": conversation_id})
+    if not is_valid_id(conversation_id):
+        raise not_found
     now = utcnow()
-    message = Message(
-        id=new_id(),
-        conversation_id=conversation.id,
-        sender_id=sender.id,
-        content=draft.content,
-        created_at=now,
-        updated_at=now,
-        client_id=draft.client_id,
-        source=draft.source,
-    )
-    attachments = [_attachment_row(message.id, a) for a in draft.attachments]
-    session.add(message)
-    session.add_all(attachments)
-    await session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation.id, Conversation.updated_at < now)
-        .values(updated_at=now)
-    )
-    view = MessageOut.of(message, sender, attachments)
-    record_event(session, EventType.MESSAGE_CREATED, MessageCreated(message=view), conversation_id=conversation.id)
-    await session.flush()  # surfaces a duplicate client_id here, inside the transaction
+    bumped = (
+        await session.execute(
+            update(Conversation)
+            .where(
+                Conversation.id == conversation_id,
+                or_(Conversation.initiator_id == sender.id, Conversation.recipient_id == sender.id),
+            )
+            .values(updated_at=case((Conversation.updated_at < now, now), else_=Conversation.updated_at))
+            .returning(Conversation.id)
+            .execution_options(synchronize_session=False)
+        )
+    ).first()
+    if bumped is None:
+        raise not_found
+    values = {
+        "id": new_id(),
+        "conversation_id": conversation_id,
+        "sender_id": sender.id,
+        "content": draft.content,
+        "created_at": now,
+        "updated_at": now,
+        "read_at": None,
+        "deleted_at": None,
+        "client_id": draft.client_id,
+        "source": draft.source,
+    }
+    await session.execute(insert(Message).values(values))
+    attachments = [_attachment_row(values["id"], a) for a in draft.attachments]
+    if attachments:
+        await session.execute(insert(Attachment), attachments)
+    view = message_view(values, summary_of(sender), [AttachmentOut(**a) for a in _public(attachments)])
+    await record_event(session, EventType.MESSAGE_CREATED, MessageCreated(message=view), conversation_id=conversation_id)
     return view
 
 
-def _attachment_row(message_id: str, draft: AttachmentDraft) -> Attachment:
+def _public(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in a.items() if k != "message_id"} for a in attachments]
+
+
+def _attachment_row(message_id: str, draft: AttachmentDraft) -> dict[str, Any]:
     content_type = (
         draft.content_type
         or _MIME_TYPES.guess_type(draft.name)[0]
         or _MIME_TYPES.guess_type(urlsplit(draft.url).path)[0]
         or "application/octet-stream"
     )
-    return Attachment(
-        id=new_id(),
-        message_id=message_id,
-        name=draft.name,
-        url=draft.url,
-        kind=attachment_kind(content_type),
-        content_type=content_type,
-        size=draft.size,
-    )
+    return {
+        "id": new_id(),
+        "message_id": message_id,
+        "name": draft.name,
+        "url": draft.url,
+        "kind": attachment_kind(content_type),
+        "content_type": content_type,
+        "size": draft.size,
+    }
 
 
 def attachment_kind(content_type: str) -> AttachmentKind:
@@ -143,14 +167,16 @@ def attachment_kind(content_type: str) -> AttachmentKind:
     return AttachmentKind.DOCUMENT
 
 
-async def _find_by_client_id(session: AsyncSession, sender_id: str, client_id: str) -> Message | None:
-    found = await load_messages(
-        session, select(Message).where(Message.sender_id == sender_id, Message.client_id == client_id)
+async def _replay(session: AsyncSession, sender_id: str, conversation_id: str, draft: MessageDraft) -> MessageOut | None:
+    """The message first sent with this client_id, if any. Reusing a client_id for a different
+    message (another conversation, other content) is a conflict, not a replay."""
+    original_id = await session.scalar(
+        select(Message.id).where(Message.sender_id == sender_id, Message.client_id == draft.client_id)
     )
-    return found[0] if found else None
-
-
-def _replay(original: Message, conversation_id: str, draft: MessageDraft) -> MessageOut:
+    if original_id is None:
+        return None
+    original = await describe_message(session, original_id)
+    assert original is not None
     same_request = original.conversation_id == conversation_id and (
         original.deleted_at is not None or original.content == draft.content
     )
@@ -160,7 +186,7 @@ def _replay(original: Message, conversation_id: str, draft: MessageDraft) -> Mes
             code="client_id_reused",
             details={"client_id": draft.client_id, "message_id": original.id},
         )
-    return view_of(original)
+    return original
 
 
 @dataclass(frozen=True)
@@ -188,45 +214,55 @@ async def list_history(
             raise field_error(name, "must be a message id")
     limit = max(1, min(limit, HISTORY_MAX_LIMIT))
     async with session.begin():
-        await get_member_conversation(session, conversation_id, viewer.id)
-        query = select(Message).where(Message.conversation_id == conversation_id)
+        conversation = await get_member_conversation(session, conversation_id, viewer.id)
+        query = select(*MESSAGE_COLUMNS).where(Message.conversation_id == conversation_id)
         if after is not None:
             query = query.where(Message.id > after).order_by(Message.id.asc())
         else:
             if before is not None:
                 query = query.where(Message.id < before)
             query = query.order_by(Message.id.desc())
-        rows = list(await load_messages(session, query.limit(limit + 1)))
-    page = rows[:limit]
-    if after is None:
-        page.reverse()
-    return HistoryPage(items=views_of(page), has_more=len(rows) > limit)
+        rows = list((await session.execute(query.limit(limit + 1))).all())
+        page = rows[:limit]
+        if after is None:
+            page.reverse()
+        other_id = conversation.other_member_id(viewer.id)
+        members = {viewer.id: summary_of(viewer)}
+        if any(row.sender_id == other_id for row in page):
+            members.update(await user_summaries(session, [other_id]))
+        items = await describe_message_rows(session, page, members)
+    return HistoryPage(items=items, has_more=len(rows) > limit)
 
 
 async def delete_message(session: AsyncSession, actor: User, message_id: str) -> MessageOut:
     """Replace a message's content with a notice and remove its attachments, for both members and
     for good. Only the sender may; deleting again changes nothing and records no event."""
     async with write_transaction(session):
-        found = (
-            await load_messages(
-                session, select(Message).where(Message.id == message_id).with_for_update(of=Message)
-            )
+        message = (
+            await session.scalar(select(Message).where(Message.id == message_id).with_for_update())
             if is_valid_id(message_id)
-            else []
+            else None
         )
-        conversation = await session.get(Conversation, found[0].conversation_id) if found else None
-        if conversation is None or not conversation.has_member(actor.id):
+        conversation = await session.get(Conversation, message.conversation_id) if message is not None else None
+        if message is None or conversation is None or not conversation.has_member(actor.id):
             raise NotFound("no such message", details={"message_id": message_id})
-        message = found[0]
         if message.sender_id != actor.id:
             raise Forbidden("only the sender can delete a message", code="not_sender")
-        if message.deleted_at is not None:
-            return view_of(message)
-        now = utcnow()
-        message.content = DELETED_CONTENT
-        message.deleted_at = now
-        message.updated_at = now
-        message.attachments.clear()
-        view = view_of(message)
-        record_event(session, EventType.MESSAGE_DELETED, MessageDeleted(message=view), conversation_id=message.conversation_id)
+        if message.deleted_at is None:
+            now = utcnow()
+            message.content = DELETED_CONTENT
+            message.deleted_at = now
+            message.updated_at = now
+            await session.execute(delete(Attachment).where(Attachment.message_id == message.id))
+            await session.flush()
+            view = message_view(_row_of(message), summary_of(actor), [])
+            await record_event(
+                session, EventType.MESSAGE_DELETED, MessageDeleted(message=view), conversation_id=message.conversation_id
+            )
+        else:
+            view = message_view(_row_of(message), summary_of(actor), [])
     return view
+
+
+def _row_of(message: Message) -> dict[str, Any]:
+    return {column.key: getattr(message, column.key) for column in MESSAGE_COLUMNS}

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.events import PAYLOADS, EventType
 from parley.models import Event
 
 
-def record_event(
+async def record_event(
     session: AsyncSession, event_type: EventType, payload: BaseModel, *, conversation_id: str | None
-) -> Event:
+) -> None:
     """Add an event row to the current transaction: it commits, or rolls back, with the change."""
-    assert isinstance(payload, PAYLOADS[event_type]), f"{event_type} takes {PAYLOADS[event_type].__name__}"
-    event = Event(type=event_type.value, conversation_id=conversation_id, payload=payload.model_dump(mode="json"))
-    session.add(event)
-    return event
+    if not isinstance(payload, PAYLOADS[event_type]):
+        raise TypeError(f"{event_type} takes {PAYLOADS[event_type].__name__}, not {type(payload).__name__}")
+    await session.execute(
+        insert(Event).values(type=event_type.value, conversation_id=conversation_id, payload=payload.model_dump(mode="json"))
+    )

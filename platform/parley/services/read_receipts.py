@@ -59,7 +59,7 @@ async def mark_read(
             count=count,
         )
         if count:
-            record_event(session, EventType.MESSAGE_READ, receipt, conversation_id=conversation_id)
+            await record_event(session, EventType.MESSAGE_READ, receipt, conversation_id=conversation_id)
     return receipt
 
 
