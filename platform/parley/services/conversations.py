@@ -95,13 +95,33 @@ async def _find_by_pair(session: AsyncSession, pair_key: str) -> Conversation | 
     return result.scalar_one_or_none()
 
 
-async def get_member_conversation(session: AsyncSession, conversation_id: str, user_id: str) -> Conversation:
-    """The conversation, if `user_id` is one of its two members. Anyone else is told it does not
+@dataclass(frozen=True)
+class Membership:
+    """The two members of a conversation the caller belongs to."""
+
+    conversation_id: str
+    initiator_id: str
+    recipient_id: str
+
+    def other_member_id(self, user_id: str) -> str:
+        return self.recipient_id if user_id == self.initiator_id else self.initiator_id
+
+
+async def get_member_conversation(session: AsyncSession, conversation_id: str, user_id: str) -> Membership:
+    """The conversation's members, if `user_id` is one of them. Anyone else is told it does not
     exist, so conversation ids reveal nothing."""
-    conversation = await session.get(Conversation, conversation_id) if is_valid_id(conversation_id) else None
-    if conversation is None or not conversation.has_member(user_id):
+    row = None
+    if is_valid_id(conversation_id):
+        row = (
+            await session.execute(
+                select(Conversation.initiator_id, Conversation.recipient_id).where(
+                    Conversation.id == conversation_id, _is_member(user_id)
+                )
+            )
+        ).first()
+    if row is None:
         raise NotFound("no such conversation", details={"conversation_id": conversation_id})
-    return conversation
+    return Membership(conversation_id, row.initiator_id, row.recipient_id)
 
 
 async def find_conversation_with(session: AsyncSession, viewer: User, other_user_id: str) -> ConversationOut:

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.db import write_transaction
@@ -52,22 +52,25 @@ async def revoke_token(session: AsyncSession, token_id: str, *, actor_id: str | 
 
 
 async def authenticate(session: AsyncSession, secret: str) -> User | None:
-    """The user a bearer token belongs to, or None for an unknown or revoked token."""
+    """The user a bearer token belongs to, or None for an unknown or revoked token. Runs on every
+    request, so it reads plain columns in one indexed lookup rather than loading ORM objects."""
     if not secret.startswith(TOKEN_PREFIX):
         return None
     async with session.begin():
         row = (
             await session.execute(
-                select(ApiToken, User)
+                select(ApiToken.id.label("token_id"), ApiToken.last_used_at, *_USER_COLUMNS)
                 .join(User, User.id == ApiToken.user_id)
                 .where(ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None))
             )
-        ).one_or_none()
+        ).first()
     if row is None:
         return None
-    token, user = row
     now = utcnow()
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         async with write_transaction(session):
-            token.last_used_at = now
-    return user
+            await session.execute(update(ApiToken).where(ApiToken.id == row.token_id).values(last_used_at=now))
+    return User(**{column.key: row._mapping[column.key] for column in _USER_COLUMNS})
+
+
+_USER_COLUMNS = tuple(getattr(User, column.key) for column in User.__table__.columns)
