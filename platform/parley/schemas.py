@@ -7,16 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from parley.models import (
-    Attachment,
-    AttachmentKind,
-    Conversation,
-    EmailDigest,
-    Message,
-    MessageSource,
-    User,
-    UserKind,
-)
+from parley.models import AttachmentKind, Conversation, EmailDigest, MessageSource, User, UserKind
 
 
 class Shape(BaseModel):
@@ -55,10 +46,6 @@ class AttachmentOut(Shape):
     content_type: str
     size: int | None
 
-    @classmethod
-    def of(cls, attachment: Attachment) -> AttachmentOut:
-        return cls.model_validate(attachment)
-
 
 class MessageOut(Shape):
     id: str
@@ -73,23 +60,6 @@ class MessageOut(Shape):
     deleted_at: datetime | None
     client_id: str | None
     source: MessageSource
-
-    @classmethod
-    def of(cls, message: Message, sender: User, attachments: list[Attachment]) -> MessageOut:
-        return cls(
-            id=message.id,
-            conversation_id=message.conversation_id,
-            sender_id=message.sender_id,
-            sender=UserSummary.model_validate(sender),
-            content=message.content,
-            attachments=[AttachmentOut.of(a) for a in attachments],
-            created_at=message.created_at,
-            updated_at=message.updated_at,
-            read_at=message.read_at,
-            deleted_at=message.deleted_at,
-            client_id=message.client_id,
-            source=message.source,
-        )
 
 
 class ConversationCore(Shape):
