@@ -76,8 +76,14 @@ def _empty_all_tables(url: str) -> None:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return load_settings(database_url=database_url, admin_token=ADMIN_TOKEN, database_pool_size=20)
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    # A broker file of the test's own: the API's outbox nudges land there, not in the work tree.
+    return load_settings(
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        database_pool_size=20,
+        broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+    )
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from aiohttp import web
@@ -18,6 +18,9 @@ from parley.ids import is_valid_id
 from parley.logs import configure_logging
 from parley.models import UserKind
 from parley.schemas import UserPrivateOut
+
+if TYPE_CHECKING:
+    from workers.celery_app import ParleyCelery
 
 T = TypeVar("T")
 
@@ -130,6 +133,125 @@ def create_token(user_ref: str, name: str | None) -> None:
         return {"id": minted.token.id, "user_id": user.id, "token": minted.secret}
 
     click.echo(json.dumps(_with_session(_settings(), work), indent=2))
+
+
+# `parley worker` and `parley beat` hand every argument they do not know to Celery, --help included.
+CELERY_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+DEMO_PEOPLE = (("alice", "Alice (demo)"), ("bob", "Bob (demo)"))
+
+
+def _celery_app() -> ParleyCelery:
+    try:
+        from workers.app import app
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (ImportError, ValueError) as exc:  # a consumer module that is missing or malformed
+        raise click.ClickException(f"cannot load the consumers: {exc}") from None
+    return app
+
+
+@main.command(context_settings=CELERY_PASSTHROUGH)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker on every queue (events, media, webhooks, mirror, email).
+
+    The same as `celery -A workers.app worker`; other arguments go to Celery, e.g.
+    `parley worker -Q media -c 4`.
+    """
+    app = _celery_app()
+    level = app.parley.settings.log_level
+    app.worker_main(["worker", "--loglevel", level, "--without-gossip", "--without-mingle", *celery_args])
+
+
+@main.command(context_settings=CELERY_PASSTHROUGH)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def beat(celery_args: tuple[str, ...]) -> None:
+    """Run Celery beat: sweeps the outbox every PARLEY_OUTBOX_SWEEP_SECONDS. Run exactly one (a second
+    one only sweeps twice as often). The same as `celery -A workers.app beat`."""
+    app = _celery_app()
+    app.start(["beat", "--loglevel", app.parley.settings.log_level, *celery_args])
+
+
+@main.command()
+@click.option("--host", default=None, help="Address the API listens on [default: PARLEY_HOST, 127.0.0.1].")
+@click.option("--port", default=None, type=int, help="Port the API listens on [default: PARLEY_PORT, 8080].")
+@click.option("--demo", is_flag=True, help="Also create the demo users alice and bob, and print their tokens.")
+@click.option(
+    "--migrate/--no-migrate", default=None,
+    help="Bring the database schema up to date first [default: on for the embedded SQLite only].",
+)
+@click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+def up(host: str | None, port: int | None, demo: bool, migrate: bool | None, concurrency: int) -> None:
+    """Run all of Parley on this machine: the API, a Celery worker and beat, until Ctrl-C.
+
+    On a fresh checkout this needs no settings and no server: SQLite and the embedded broker live in
+    ./var. Ctrl-C or SIGTERM stops every process it started.
+    """
+    from parley.migrate import upgrade_to_head
+    from workers.stack import run_stack, stack_children
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    if migrate if migrate is not None else settings.is_sqlite:
+        upgrade_to_head(settings)
+    people = _with_session(settings, lambda s: _demo_people(s, settings)) if demo else None
+    host = host or settings.host
+    port = port or settings.port
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard is not a URL to visit
+    base = f"http://{shown_host}:{port}"
+
+    def announce() -> None:
+        click.echo(
+            f"\nParley is up.\n"
+            f"  API     {base}/api/v1\n"
+            f"  Docs    {base}/docs\n"
+            f"  Ready   {base}/readyz\n"
+            f"  Worker  {concurrency} processes, broker {settings.broker_url}\n"
+            f"  Beat    sweeping the outbox every {settings.outbox_sweep_seconds:g} s\n"
+        )
+        if people is not None:
+            click.echo(_describe_demo(base, people))
+        click.echo("Press Ctrl-C to stop.\n")
+
+    raise SystemExit(run_stack(stack_children(host, port, concurrency), f"{base}/readyz", announce))
+
+
+async def _demo_people(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+    """alice and bob (created the first time, reused after), a fresh token each, and their
+    conversation."""
+    from sqlalchemy import select
+
+    from parley.models import User
+    from parley.services.contact import contact_user
+    from parley.services.conversations import OtherUser
+    from parley.services.tokens import create_token
+    from parley.services.users import NewUser, create_user
+
+    users = []
+    for username, name in DEMO_PEOPLE:
+        async with session.begin():
+            existing = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
+        users.append(existing or await create_user(session, NewUser(username=username, name=name)))
+    tokens = [(await create_token(session, user.id, "parley up --demo")).secret for user in users]
+    contact = await contact_user(session, settings, users[0], OtherUser(user_id=users[1].id))
+    return {
+        "people": [{"username": u.username, "id": u.id, "token": t} for u, t in zip(users, tokens, strict=True)],
+        "conversation_id": contact.conversation.id,
+    }
+
+
+def _describe_demo(base: str, demo: dict[str, Any]) -> str:
+    lines = ["Demo users (new tokens each run):"]
+    lines += [f"  {p['username']:<6} id {p['id']}  token {p['token']}" for p in demo["people"]]
+    alice = demo["people"][0]
+    lines += [
+        "Send a message as alice:",
+        f"  curl -s -X POST {base}/api/v1/conversations/{demo['conversation_id']}/messages \\",
+        f"    -H 'Authorization: Bearer {alice['token']}' -H 'Content-Type: application/json' \\",
+        "    -d '{\"content\": \"Hello Bob\"}'",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

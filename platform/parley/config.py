@@ -7,10 +7,10 @@ checkout runs on a SQLite file under ./var/. Bad values fail at start-up with th
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "PARLEY_"
 
@@ -41,8 +41,25 @@ class Settings(BaseSettings):
 
     broker_url: str = Field(
         default="sqla+sqlite:///var/broker.db",
-        description="Celery broker: redis://host:6379/0 in the full stack; the embedded default is a "
-        "SQLite file shared by the processes on this machine.",
+        description="Celery broker: redis://host:6379/0 in the full stack. The embedded default, "
+        "sqla+sqlite:///path, is a SQLite file that the API, worker and beat of one machine share "
+        "(kombu's SQLAlchemy transport, tuned in workers/embedded_broker.py).",
+    )
+    broker_visibility_timeout: int = Field(
+        default=3600, ge=10, le=86_400,
+        description="Redis broker: seconds after which a task that a worker took but never acknowledged "
+        "(the worker died) goes to another worker. Retry countdowns are capped below it; keep it above "
+        "the longest task time limit, or a task still running is handed out twice.",
+    )
+    outbox_sweep_seconds: float = Field(
+        default=5.0, gt=0, le=3600,
+        description="How often beat sweeps the outbox for events no nudge dispatched (a crash between "
+        "commit and nudge, a broker outage).",
+    )
+    extra_consumers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated modules whose CONSUMERS list is registered beside the built-in "
+        "consumers, e.g. workers.log_consumer (the benchmark's no-op) or a test module.",
     )
     redis_url: str | None = Field(default=None, description="Redis for pub/sub and presence; unset when embedded.")
 
@@ -58,6 +75,13 @@ class Settings(BaseSettings):
     def _strong_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
+        return value
+
+    @field_validator("extra_consumers", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @property

@@ -255,3 +255,25 @@ class Event(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ReceiptOutcome(enum.StrEnum):
+    DONE = "done"
+    FAILED = "failed"  # gave up after its retries; recorded so ordered successors are not held back
+
+
+class ConsumerReceipt(Base):
+    """A consumer has finished with an event. Written in the same transaction as the consumer's own
+    database effect, so a redelivered task finds it and does nothing twice."""
+
+    __tablename__ = "consumer_receipts"
+
+    consumer: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("events.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    outcome: Mapped[ReceiptOutcome] = mapped_column(_str_enum(ReceiptOutcome))
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -19,8 +19,13 @@ from parley.api.routes import conversations, meta, users
 from parley.config import Settings
 from parley.db import async_session_factory, create_async_db_engine
 from parley.ids import new_id
+from workers.nudger import OutboxNudger
 
 log = logging.getLogger("parley.api")
+
+OUTBOX_NUDGER = web.AppKey("outbox_nudger", OutboxNudger)
+# Requests that cannot have written an outbox event.
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 ROUTE_TABLES = (meta.endpoints, users.endpoints, conversations.endpoints)
 
@@ -49,6 +54,24 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
     return response
 
 
+@web.middleware
+async def outbox_nudge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """After a successful write the services have committed: nudge the dispatcher. nudge() only
+    raises a flag, so the response is never delayed, and a broker outage never fails a request."""
+    response = await handler(request)
+    if request.method not in READ_ONLY_METHODS and response.status < 400:
+        request.app[OUTBOX_NUDGER].nudge()
+    return response
+
+
+async def _outbox_nudger(app: web.Application) -> AsyncIterator[None]:
+    nudger = OutboxNudger.for_settings(app[SETTINGS])
+    app[OUTBOX_NUDGER] = nudger
+    await nudger.start()
+    yield
+    await nudger.stop()
+
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = create_async_db_engine(app[SETTINGS])
     app[ENGINE] = engine
@@ -59,11 +82,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_log_middleware, error_middleware, auth_middleware],
+        middlewares=[outbox_nudge_middleware, request_log_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_outbox_nudger)
     endpoints = all_endpoints()
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)

@@ -1,0 +1,200 @@
+"""What happens to accepted messages' follow-up work when things break: real worker and beat
+processes, real Redis, real PostgreSQL (and the embedded SQLite configuration for the sweep)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from parley.api.app import init_app
+from parley.models import ConsumerReceipt, Event
+from parley.services.tokens import create_token
+from tests.workers.conftest import (
+    Processes,
+    RedisServer,
+    WorkerSetup,
+    _setup,
+    send_messages,
+    start_conversation,
+    wait_for_worker,
+    wait_until,
+)
+from tests.workers.consumers import effect_rows
+from workers.celery_app import create_celery_app
+from workers.tasks import DISPATCH_TASK
+
+SessionsFor = Callable[[WorkerSetup], async_sessionmaker[AsyncSession]]
+FLOW_TIMEOUT = 30.0
+
+
+def _nudge(setup: WorkerSetup) -> None:
+    app = create_celery_app(setup.settings())
+    try:
+        app.send_task(DISPATCH_TASK)
+    finally:
+        app.close()
+
+
+def _events(setup: WorkerSetup, event_type: str) -> list[int]:
+    with setup.engine.connect() as connection:
+        return list(connection.scalars(select(Event.id).where(Event.type == event_type).order_by(Event.id)))
+
+
+def _undispatched(setup: WorkerSetup) -> int:
+    with setup.engine.connect() as connection:
+        return int(connection.scalar(select(func.count()).select_from(Event).where(Event.dispatched_at.is_(None))) or 0)
+
+
+def _wait_for_effects(
+    setup: WorkerSetup, consumer: str, event_ids: list[int], processes: Processes
+) -> list[tuple[int, int, int]]:
+    wait_until(
+        lambda: {e for e, _, _ in effect_rows(setup.engine, consumer)} >= set(event_ids),
+        timeout=FLOW_TIMEOUT,
+        what=f"{consumer} to take effect for events {event_ids}",
+        log=processes.output,
+    )
+    return effect_rows(setup.engine, consumer)
+
+
+def _assert_each_once(rows: list[tuple[int, int, int]], event_ids: list[int]) -> None:
+    seen = [e for e, _, _ in rows if e in set(event_ids)]
+    assert sorted(seen) == sorted(event_ids), "every event took effect exactly once"
+
+
+def _assert_in_sequence(rows: list[tuple[int, int, int]], conversation_events: list[int]) -> None:
+    order = [e for e, _, _ in rows if e in set(conversation_events)]
+    assert order == sorted(order), "the ordered consumer saw the conversation's events in sequence"
+
+
+@pytest.fixture
+def postgres_private_redis(
+    worker_postgres_url: str, private_redis: RedisServer, tmp_path: Path
+) -> Iterator[WorkerSetup]:
+    yield from _setup(worker_postgres_url, private_redis.url, tmp_path)
+
+
+async def test_a_broker_outage_loses_no_event_and_dispatches_none_twice(
+    postgres_private_redis: WorkerSetup,
+    private_redis: RedisServer,
+    processes: Processes,
+    worker_sessions: SessionsFor,
+    aiohttp_client: Any,
+) -> None:
+    setup = postgres_private_redis
+    processes.worker(setup)
+    processes.beat(setup)
+    sessions = worker_sessions(setup)
+    pair = await start_conversation(sessions)
+    async with sessions() as session:
+        token = (await create_token(session, pair.alice.id)).secret
+    client: TestClient = await aiohttp_client(init_app(setup.settings()))
+    alice = {"Authorization": f"Bearer {token}"}
+    url = f"/api/v1/conversations/{pair.conversation_id}/messages"
+
+    before = await client.post(url, json={"content": "before the outage"}, headers=alice)
+    assert before.status == 201
+    _wait_for_effects(setup, "test-effects", _events(setup, "message.created"), processes)
+
+    private_redis.stop()
+    for n in range(10):
+        sent = await client.post(url, json={"content": f"during the outage {n}"}, headers=alice)
+        assert sent.status == 201, await sent.text()
+    assert _undispatched(setup) == 10  # safe in the outbox, waiting
+    private_redis.start()
+
+    messages = _events(setup, "message.created")
+    assert len(messages) == 11
+    everything = [*_events(setup, "conversation.created"), *messages]
+    _assert_each_once(_wait_for_effects(setup, "test-effects", everything, processes), everything)
+    ordered = _wait_for_effects(setup, "test-ordered", messages, processes)
+    _assert_each_once(ordered, messages)
+    _assert_in_sequence(ordered, messages)
+    assert _undispatched(setup) == 0
+
+
+async def test_a_worker_process_killed_mid_task_runs_it_again_and_it_takes_effect_once(
+    postgres_redis: WorkerSetup, processes: Processes, worker_sessions: SessionsFor
+) -> None:
+    setup = postgres_redis
+    worker = processes.worker(setup)
+    sessions = worker_sessions(setup)
+    pair = await start_conversation(sessions)
+    (setup.control_dir / "hold").write_text("test-effects")
+    await send_messages(sessions, setup.settings(), pair, 1)
+    [event_id] = _events(setup, "message.created")
+    _nudge(setup)
+
+    def held_attempt() -> int | None:
+        return next((pid for c, e, pid in setup.attempts() if (c, e) == ("test-effects", event_id)), None)
+
+    first_pid = wait_until(held_attempt, timeout=FLOW_TIMEOUT, what="the consumer to start", log=worker.output)
+    assert isinstance(first_pid, int)
+    os.kill(first_pid, signal.SIGKILL)
+    (setup.control_dir / "hold").unlink()
+
+    rows = _wait_for_effects(setup, "test-effects", [event_id], processes)
+    _assert_each_once(rows, [event_id])
+    attempts = [pid for c, e, pid in setup.attempts() if (c, e) == ("test-effects", event_id)]
+    assert len(attempts) == 2 and attempts[0] == first_pid and attempts[1] != first_pid
+    assert [pid for e, _, pid in rows if e == event_id] == [attempts[1]]
+    assert worker.popen.poll() is None, "the worker itself carried on"
+
+
+async def test_a_whole_worker_killed_mid_task_hands_it_to_the_next_worker(
+    postgres_redis: WorkerSetup, processes: Processes, worker_sessions: SessionsFor
+) -> None:
+    setup = postgres_redis
+    visibility = {"PARLEY_BROKER_VISIBILITY_TIMEOUT": "10"}  # Redis gives an unacknowledged task away after 10 s
+    first = processes.worker(setup, env=visibility)
+    sessions = worker_sessions(setup)
+    pair = await start_conversation(sessions)
+    (setup.control_dir / "hold").write_text("test-effects")
+    await send_messages(sessions, setup.settings(), pair, 1)
+    [event_id] = _events(setup, "message.created")
+    _nudge(setup)
+
+    wait_until(
+        lambda: any((c, e) == ("test-effects", event_id) for c, e, _ in setup.attempts()),
+        timeout=FLOW_TIMEOUT, what="the consumer to start", log=first.output,
+    )
+    first.kill_group()  # SIGKILL the worker and its pool at once: nobody acknowledges anything
+    (setup.control_dir / "hold").unlink()
+    processes.worker(setup, env=visibility)
+
+    rows = _wait_for_effects(setup, "test-effects", [event_id], processes)
+    _assert_each_once(rows, [event_id])
+    attempts = [pid for c, e, pid in setup.attempts() if (c, e) == ("test-effects", event_id)]
+    assert len(attempts) == 2 and attempts[0] != attempts[1]
+
+
+@pytest.mark.parametrize("configuration", ["postgres_redis", "sqlite_embedded"])
+async def test_events_committed_without_a_nudge_are_dispatched_by_the_sweep(
+    configuration: str, request: pytest.FixtureRequest, processes: Processes, worker_sessions: SessionsFor
+) -> None:
+    setup: WorkerSetup = request.getfixturevalue(configuration)
+    worker = processes.worker(setup)
+    processes.beat(setup)
+    wait_for_worker(worker)
+    sessions = worker_sessions(setup)
+    pair = await start_conversation(sessions)
+    # The API would have died between its commit and its nudge: nothing but the sweep knows.
+    await send_messages(sessions, setup.settings(), pair, 12)
+
+    messages = _events(setup, "message.created")
+    rows = _wait_for_effects(setup, "test-effects", messages, processes)
+    _assert_each_once(rows, messages)
+    ordered = _wait_for_effects(setup, "test-ordered", messages, processes)
+    _assert_each_once(ordered, messages)
+    _assert_in_sequence(ordered, messages)
+    with setup.engine.connect() as connection:
+        receipts = connection.scalar(select(func.count()).select_from(ConsumerReceipt))
+    assert receipts == 2 * len(messages) + 1  # both consumers per message, and conversation.created
