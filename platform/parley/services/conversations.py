@@ -10,10 +10,10 @@ from datetime import datetime
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, case, func, literal, or_, select, tuple_, union_all
+from sqlalchemy import ColumnElement, Integer, Select, String, bindparam, case, func, or_, select, tuple_, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from parley.db import write_transaction
 from parley.errors import Invalid, NotFound
@@ -112,13 +112,7 @@ async def get_member_conversation(session: AsyncSession, conversation_id: str, u
     exist, so conversation ids reveal nothing."""
     row = None
     if is_valid_id(conversation_id):
-        row = (
-            await session.execute(
-                select(Conversation.initiator_id, Conversation.recipient_id).where(
-                    Conversation.id == conversation_id, _is_member(user_id)
-                )
-            )
-        ).first()
+        row = (await session.execute(_MEMBERS, {"conversation_id": conversation_id, "viewer_id": user_id})).first()
     if row is None:
         raise NotFound("no such conversation", details={"conversation_id": conversation_id})
     return Membership(conversation_id, row.initiator_id, row.recipient_id)
@@ -127,7 +121,7 @@ async def get_member_conversation(session: AsyncSession, conversation_id: str, u
 async def find_conversation_with(session: AsyncSession, viewer: User, other_user_id: str) -> ConversationOut:
     pair_key = Conversation.pair_key_for(viewer.id, other_user_id) if is_valid_id(other_user_id) else ""
     async with session.begin():
-        found = await _conversation_views(session, viewer, _view_query(viewer.id).where(Conversation.pair_key == pair_key))
+        found = await _conversation_views(session, viewer, _BY_PAIR, pair_key=pair_key)
     if not found:
         raise NotFound("no conversation with this user yet", details={"user_id": other_user_id})
     return found[0]
@@ -137,9 +131,7 @@ async def show_conversation(session: AsyncSession, viewer: User, conversation_id
     found = []
     if is_valid_id(conversation_id):
         async with session.begin():
-            found = await _conversation_views(
-                session, viewer, _view_query(viewer.id).where(Conversation.id == conversation_id, _is_member(viewer.id))
-            )
+            found = await _conversation_views(session, viewer, _BY_ID, conversation_id=conversation_id)
     if not found:
         raise NotFound("no such conversation", details={"conversation_id": conversation_id})
     return found[0]
@@ -157,35 +149,15 @@ async def list_inbox(
     """The viewer's conversations, most recent activity first, `limit` at a time."""
     position = decode_inbox_cursor(cursor) if cursor else None
     async with session.begin():
-        # Each member side is read newest-first straight off its own index and the two short lists
-        # merged, so a page costs the same for a user with ten conversations or ten thousand.
-        sides = [
-            _inbox_side(Conversation.initiator_id, viewer.id, position, limit + 1).subquery(),
-            _inbox_side(Conversation.recipient_id, viewer.id, position, limit + 1).subquery(),
-        ]
-        merged = union_all(*(select(side.c.id) for side in sides)).subquery()
-        query = (
-            _view_query(viewer.id)
-            .join(merged, merged.c.id == Conversation.id)
-            .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
-            .limit(limit + 1)
-        )
-        items = await _conversation_views(session, viewer, query)
+        if position is None:
+            items = await _conversation_views(session, viewer, _INBOX_FIRST_PAGE, limit=limit + 1)
+        else:
+            items = await _conversation_views(
+                session, viewer, _INBOX_NEXT_PAGE, limit=limit + 1, after_updated_at=position[0], after_id=position[1]
+            )
     page, more = items[:limit], len(items) > limit
     next_cursor = encode_inbox_cursor(page[-1].updated_at, page[-1].id) if more and page else None
     return InboxPage(items=page, next_cursor=next_cursor)
-
-
-def _inbox_side(
-    member_column: object, user_id: str, position: tuple[datetime, str] | None, limit: int
-) -> Select[tuple[str]]:
-    query = select(Conversation.id).where(member_column == user_id)  # type: ignore[operator]
-    if position is not None:
-        query = query.where(
-            tuple_(Conversation.updated_at, Conversation.id)
-            < tuple_(literal(position[0], UTCDateTime()), literal(position[1], String()))
-        )
-    return query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit)
 
 
 def encode_inbox_cursor(updated_at: datetime, conversation_id: str) -> str:
@@ -205,21 +177,22 @@ def decode_inbox_cursor(cursor: str) -> tuple[datetime, str]:
     return updated_at, conversation_id
 
 
-def _is_member(user_id: str) -> ColumnElement[bool]:
+def _is_member(user_id: str | ColumnElement[str]) -> ColumnElement[bool]:
     return or_(Conversation.initiator_id == user_id, Conversation.recipient_id == user_id)
 
 
 _OTHER = aliased(User, name="other_user")
 _LAST = aliased(Message, name="last_message")
-_LAST_COLUMNS = [column.label(f"last_{column.key}") for column in (getattr(_LAST, c.key) for c in MESSAGE_COLUMNS)]
+_LAST_LABELS = [(column, f"last_{column.key}") for column in MESSAGE_COLUMNS]
+_LAST_COLUMNS = [getattr(_LAST, column.key).label(label) for column, label in _LAST_LABELS]
 
 
-def _view_query(viewer_id: str) -> Select[Any]:
-    """Conversations as `viewer_id` sees them, in one query: the other member, the last message
-    (the highest id: ids are time-ordered) and the viewer's unread count, via correlated
-    subqueries that each read a few index entries. Callers add the filter and order."""
+def _view_query() -> Select[Any]:
+    """Conversations as the viewer (bound as `viewer_id`) sees them, in one query: the other
+    member, the last message (the highest id: ids are time-ordered) and the viewer's unread count,
+    via correlated subqueries that each read a few index entries. Callers add filter and order."""
     other_id = case(
-        (Conversation.initiator_id == viewer_id, Conversation.recipient_id), else_=Conversation.initiator_id
+        (Conversation.initiator_id == _VIEWER, Conversation.recipient_id), else_=Conversation.initiator_id
     )
     last_id = (
         select(func.max(Message.id)).where(Message.conversation_id == Conversation.id).scalar_subquery()
@@ -228,7 +201,7 @@ def _view_query(viewer_id: str) -> Select[Any]:
         select(func.count())
         .where(
             Message.conversation_id == Conversation.id,
-            Message.sender_id != viewer_id,
+            Message.sender_id != _VIEWER,
             Message.read_at.is_(None),
             Message.deleted_at.is_(None),
         )
@@ -253,8 +226,48 @@ def _view_query(viewer_id: str) -> Select[Any]:
     )
 
 
-async def _conversation_views(session: AsyncSession, viewer: User, query: Select[Any]) -> list[ConversationOut]:
-    rows = (await session.execute(query)).all()
+def _inbox_side(member_column: InstrumentedAttribute[str], *, paged: bool) -> Select[Any]:
+    query = select(Conversation.id).where(member_column == _VIEWER)
+    if paged:
+        query = query.where(
+            tuple_(Conversation.updated_at, Conversation.id)
+            < tuple_(bindparam("after_updated_at", type_=UTCDateTime()), bindparam("after_id", type_=String()))
+        )
+    return query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(_LIMIT)
+
+
+def _inbox_query(*, paged: bool) -> Select[Any]:
+    # Each member side is read newest-first straight off its own index and the two short lists
+    # merged, so a page costs the same for a user with ten conversations or ten thousand.
+    sides = [
+        _inbox_side(column, paged=paged).subquery()
+        for column in (Conversation.initiator_id, Conversation.recipient_id)
+    ]
+    merged = union_all(*(select(side.c.id) for side in sides)).subquery()
+    return (
+        _VIEW.join(merged, merged.c.id == Conversation.id)
+        .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+        .limit(_LIMIT)
+    )
+
+
+# Built once: a statement made per request costs more Python than its database round trip.
+_VIEWER = bindparam("viewer_id", type_=String())
+_LIMIT = bindparam("limit", type_=Integer())
+_VIEW = _view_query()
+_BY_ID = _VIEW.where(Conversation.id == bindparam("conversation_id", type_=String()), _is_member(_VIEWER))
+_BY_PAIR = _VIEW.where(Conversation.pair_key == bindparam("pair_key", type_=String()))
+_INBOX_FIRST_PAGE = _inbox_query(paged=False)
+_INBOX_NEXT_PAGE = _inbox_query(paged=True)
+_MEMBERS = select(Conversation.initiator_id, Conversation.recipient_id).where(
+    Conversation.id == bindparam("conversation_id", type_=String()), _is_member(_VIEWER)
+)
+
+
+async def _conversation_views(
+    session: AsyncSession, viewer: User, query: Select[Any], **params: object
+) -> list[ConversationOut]:
+    rows = (await session.execute(query, {"viewer_id": viewer.id, **params})).all()
     me = summary_of(viewer)
     attachments = await attachments_of(session, [row.last_id for row in rows if row.last_id is not None])
     views = []
@@ -264,7 +277,8 @@ async def _conversation_views(session: AsyncSession, viewer: User, query: Select
         )
         last_message = None
         if row.last_id is not None:
-            last = {column.key: row._mapping[f"last_{column.key}"] for column in MESSAGE_COLUMNS}
+            mapping = row._mapping
+            last = {column.key: mapping[label] for column, label in _LAST_LABELS}
             sender = me if last["sender_id"] == viewer.id else other
             last_message = message_view(last, sender, attachments.get(row.last_id, []))
         views.append(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import case, delete, insert, or_, select, update
+from sqlalchemy import Integer, Select, String, bindparam, case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -189,6 +189,22 @@ async def _replay(session: AsyncSession, sender_id: str, conversation_id: str, d
     return original
 
 
+def _history_query(*, direction: str) -> Select[Any]:
+    query = select(*MESSAGE_COLUMNS).where(Message.conversation_id == bindparam("conversation_id", type_=String()))
+    bound = bindparam("bound", type_=String())
+    if direction == "forward":
+        return query.where(Message.id > bound).order_by(Message.id.asc()).limit(bindparam("limit", type_=Integer()))
+    if direction == "back_from":
+        query = query.where(Message.id < bound)
+    return query.order_by(Message.id.desc()).limit(bindparam("limit", type_=Integer()))
+
+
+# Built once: a statement made per request costs more Python than its database round trip.
+_HISTORY_LATEST = _history_query(direction="latest")
+_HISTORY_BACK_FROM = _history_query(direction="back_from")
+_HISTORY_FORWARD = _history_query(direction="forward")
+
+
 @dataclass(frozen=True)
 class HistoryPage:
     items: list[MessageOut]
@@ -215,14 +231,14 @@ async def list_history(
     limit = max(1, min(limit, HISTORY_MAX_LIMIT))
     async with session.begin():
         conversation = await get_member_conversation(session, conversation_id, viewer.id)
-        query = select(*MESSAGE_COLUMNS).where(Message.conversation_id == conversation_id)
         if after is not None:
-            query = query.where(Message.id > after).order_by(Message.id.asc())
+            query, bound = _HISTORY_FORWARD, after
+        elif before is not None:
+            query, bound = _HISTORY_BACK_FROM, before
         else:
-            if before is not None:
-                query = query.where(Message.id < before)
-            query = query.order_by(Message.id.desc())
-        rows = list((await session.execute(query.limit(limit + 1))).all())
+            query, bound = _HISTORY_LATEST, None
+        params = {"conversation_id": conversation_id, "bound": bound, "limit": limit + 1}
+        rows = list((await session.execute(query, params)).all())
         page = rows[:limit]
         if after is None:
             page.reverse()

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import String, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.db import write_transaction
@@ -57,13 +57,7 @@ async def authenticate(session: AsyncSession, secret: str) -> User | None:
     if not secret.startswith(TOKEN_PREFIX):
         return None
     async with session.begin():
-        row = (
-            await session.execute(
-                select(ApiToken.id.label("token_id"), ApiToken.last_used_at, *_USER_COLUMNS)
-                .join(User, User.id == ApiToken.user_id)
-                .where(ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None))
-            )
-        ).first()
+        row = (await session.execute(_TOKEN_HOLDER, {"token_hash": hash_token(secret)})).first()
     if row is None:
         return None
     now = utcnow()
@@ -74,3 +68,9 @@ async def authenticate(session: AsyncSession, secret: str) -> User | None:
 
 
 _USER_COLUMNS = tuple(getattr(User, column.key) for column in User.__table__.columns)
+# Built once: this runs on every request.
+_TOKEN_HOLDER = (
+    select(ApiToken.id.label("token_id"), ApiToken.last_used_at, *_USER_COLUMNS)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("token_hash", type_=String()), ApiToken.revoked_at.is_(None))
+)
