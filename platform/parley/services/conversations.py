@@ -227,7 +227,7 @@ def _view_query() -> Select[Any]:
 
 
 def _inbox_side(member_column: InstrumentedAttribute[str], *, paged: bool) -> Select[Any]:
-    query = select(Conversation.id).where(member_column == _VIEWER)
+    query = select(Conversation.id, Conversation.updated_at).where(member_column == _VIEWER)
     if paged:
         query = query.where(
             tuple_(Conversation.updated_at, Conversation.id)
@@ -243,11 +243,13 @@ def _inbox_query(*, paged: bool) -> Select[Any]:
         _inbox_side(column, paged=paged).subquery()
         for column in (Conversation.initiator_id, Conversation.recipient_id)
     ]
-    merged = union_all(*(select(side.c.id) for side in sides)).subquery()
+    both = union_all(*(select(side.c.id, side.c.updated_at) for side in sides)).subquery()
+    # Cut the merged list to the page before joining, so only the page's rows get their other
+    # member, last message and unread count looked up.
+    page = select(both.c.id).order_by(both.c.updated_at.desc(), both.c.id.desc()).limit(_LIMIT).subquery()
     return (
-        _VIEW.join(merged, merged.c.id == Conversation.id)
+        _VIEW.join(page, page.c.id == Conversation.id)
         .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
-        .limit(_LIMIT)
     )
 
 
