@@ -536,7 +536,9 @@ def serve_worker(port: int) -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    web.run_app(init_app(settings), host="127.0.0.1", port=port, reuse_port=True, access_log=None,
+    from parley.event_loop import new_event_loop
+
+    web.run_app(init_app(settings), host="127.0.0.1", port=port, reuse_port=True, access_log=None, loop=new_event_loop(),
                 print=lambda line: print(line, flush=True))
 
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import Settings, SettingsError, load_settings
+from parley.event_loop import new_event_loop
 from parley.db import async_session_factory, create_async_db_engine
 from parley.errors import DomainError
 from parley.ids import is_valid_id
@@ -70,6 +71,7 @@ def serve(host: str | None, port: int | None, migrate: bool | None) -> None:
         upgrade_to_head(settings)
     web.run_app(
         init_app(settings),
+        loop=new_event_loop(),
         host=host or settings.host,
         port=port or settings.port,
         access_log=None,
