@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from parley.api.app import all_endpoints
+from parley.api.app import all_endpoints, init_app
+from parley.config import load_settings
+from tests.conftest import POSTGRES_ADMIN_URL
 
 
 async def test_health_and_readiness(client) -> None:
@@ -33,3 +35,16 @@ async def test_the_docs_page_renders_the_document_with_its_own_assets(client) ->
     assert "/openapi.json" in html
     script = await client.get("/docs/static/swagger-ui-bundle.js")
     assert script.status == 200 and len(await script.read()) > 100_000
+
+
+async def test_readiness_fails_clearly_when_the_database_is_unreachable(aiohttp_client, tmp_path) -> None:
+    missing = POSTGRES_ADMIN_URL.rpartition("/")[0] + "/parley_no_such_database"
+    settings = load_settings(database_url=missing, broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    client = await aiohttp_client(init_app(settings))
+
+    health = await client.get("/healthz")
+    ready = await client.get("/readyz")
+
+    assert health.status == 200
+    assert ready.status == 503
+    assert (await ready.json())["error"]["code"] == "database_unavailable"
