@@ -669,52 +669,55 @@ async def _get_json(client: aiohttp.ClientSession, url: str, token: str, params:
     return data
 
 
-async def bench_history(base: str, fixture: Fixture, requests: int, warmup: int, meter: CpuMeter
-                        ) -> tuple[Result, Result]:
-    url = f"{base}/api/v1/conversations/{fixture.long_conversation_id}/messages"
-    token = fixture.tokens[fixture.heavy_id]
-    latest = Result("history page of 50, latest", p99_target_ms=READ_P99_TARGET_MS)
-    paged = Result("history page of 50, before=", p99_target_ms=READ_P99_TARGET_MS)
+async def _time_pages(url: str, token: str, fixed: Result, walked: Result, requests: int, warmup: int,
+                      meter: CpuMeter, next_params: Callable[[dict[str, Any] | None], dict[str, str] | None]) -> None:
+    """Time `requests` fetches of the first page into `fixed`, then walk page by page into
+    `walked`: `next_params` turns a page into the parameters of the next (None: back to the first,
+    which is not timed as part of the walk)."""
+    first = {"limit": str(PAGE)}
     async with aiohttp.ClientSession() as client:
         for _ in range(warmup):
-            await _get_json(client, url, token, {"limit": str(PAGE)}, None)
+            await _get_json(client, url, token, first, None)
         cpu = meter.sample()
         for _ in range(requests):
-            await _get_json(client, url, token, {"limit": str(PAGE)}, latest)
-        latest.cpu = meter.per_op(cpu, cpu := meter.sample(), requests)
-        # Walk back through the long conversation; back at the top once it runs out.
-        before: str | None = None
+            await _get_json(client, url, token, first, fixed)
+        fixed.cpu = meter.per_op(cpu, cpu := meter.sample(), requests)
+        params: dict[str, str] | None = None
         for _ in range(requests):
-            params = {"limit": str(PAGE)} if before is None else {"limit": str(PAGE), "before": before}
-            page = await _get_json(client, url, token, params, paged if before is not None else None)
-            if page is None or not page["has_more"] or not page["items"]:
-                before = None
-            else:
-                before = page["items"][0]["id"]  # oldest on the page: pages run oldest to newest
-        paged.cpu = meter.per_op(cpu, meter.sample(), requests)
+            page = await _get_json(client, url, token, params or first, walked if params is not None else None)
+            params = next_params(page)
+        walked.cpu = meter.per_op(cpu, meter.sample(), requests)
+
+
+async def bench_history(base: str, fixture: Fixture, requests: int, warmup: int, meter: CpuMeter
+                        ) -> tuple[Result, Result]:
+    latest = Result("history page of 50, latest", p99_target_ms=READ_P99_TARGET_MS)
+    paged = Result("history page of 50, before=", p99_target_ms=READ_P99_TARGET_MS)
+
+    def older(page: dict[str, Any] | None) -> dict[str, str] | None:
+        # Walk back through the long conversation; back at the top once it runs out. The oldest
+        # message is first on a page: pages run oldest to newest.
+        if page is None or not page["has_more"] or not page["items"]:
+            return None
+        return {"limit": str(PAGE), "before": page["items"][0]["id"]}
+
+    url = f"{base}/api/v1/conversations/{fixture.long_conversation_id}/messages"
+    await _time_pages(url, fixture.tokens[fixture.heavy_id], latest, paged, requests, warmup, meter, older)
     return latest, paged
 
 
 async def bench_inbox(base: str, fixture: Fixture, requests: int, warmup: int, meter: CpuMeter
                       ) -> tuple[Result, Result]:
-    url = f"{base}/api/v1/conversations"
-    token = fixture.tokens[fixture.heavy_id]
     first = Result("inbox page of 50, first", p99_target_ms=READ_P99_TARGET_MS)
     deeper = Result("inbox page of 50, cursor=", p99_target_ms=READ_P99_TARGET_MS)
-    async with aiohttp.ClientSession() as client:
-        for _ in range(warmup):
-            await _get_json(client, url, token, {"limit": str(PAGE)}, None)
-        cpu = meter.sample()
-        for _ in range(requests):
-            await _get_json(client, url, token, {"limit": str(PAGE)}, first)
-        first.cpu = meter.per_op(cpu, cpu := meter.sample(), requests)
+
+    def following(page: dict[str, Any] | None) -> dict[str, str] | None:
         # Follow next_cursor through the whole inbox (100 pages at full size), then start over.
-        cursor: str | None = None
-        for _ in range(requests):
-            params = {"limit": str(PAGE)} if cursor is None else {"limit": str(PAGE), "cursor": cursor}
-            page = await _get_json(client, url, token, params, deeper if cursor is not None else None)
-            cursor = page.get("next_cursor") if page is not None else None
-        deeper.cpu = meter.per_op(cpu, meter.sample(), requests)
+        cursor = page.get("next_cursor") if page is not None else None
+        return {"limit": str(PAGE), "cursor": cursor} if cursor else None
+
+    url = f"{base}/api/v1/conversations"
+    await _time_pages(url, fixture.tokens[fixture.heavy_id], first, deeper, requests, warmup, meter, following)
     return first, deeper
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -32,10 +31,11 @@ from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 from kombu.transport.sqlalchemy.models import metadata
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
-from sqlalchemy import Engine, create_engine, delete, event, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, delete, select, text
 from sqlalchemy.exc import OperationalError, SADeprecationWarning
 from sqlalchemy.orm import sessionmaker
+
+from parley.db import SQLITE_BUSY_TIMEOUT_SECONDS, apply_sqlite_pragmas, prepare_sqlite_file
 
 # kombu's own models use a loader option SQLAlchemy 2.1 deprecates; nothing here can change that,
 # and the warning would otherwise greet every newcomer running `parley up`.
@@ -46,29 +46,15 @@ warnings.filterwarnings(
     module=r"kombu\.transport\.sqlalchemy",
 )
 
-BUSY_TIMEOUT_SECONDS = 30
 CREATE_ATTEMPTS = 5
 
 _engines_lock = threading.Lock()
 
 
 def _tuned_engine(url: str) -> Engine:
-    database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
-            f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}",
-        ):
-            cursor.execute(pragma)
-        cursor.close()
-
+    prepare_sqlite_file(url)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+    apply_sqlite_pragmas(engine)  # the same WAL, busy timeout and synchronous mode as Parley's database
     return engine
 
 

@@ -48,6 +48,15 @@ def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
 
 
+def _migrate_if_asked(settings: Settings, migrate: bool | None) -> None:
+    """--migrate/--no-migrate, defaulting to on for the embedded SQLite only: there one process
+    owns the database, while several API nodes on PostgreSQL should not race to migrate it."""
+    from parley.migrate import upgrade_to_head
+
+    if migrate if migrate is not None else settings.is_sqlite:
+        upgrade_to_head(settings)
+
+
 @click.group()
 def main() -> None:
     """Parley: 1:1 conversations, carried wherever people are."""
@@ -63,12 +72,10 @@ def main() -> None:
 def serve(host: str | None, port: int | None, migrate: bool | None) -> None:
     """Run the HTTP API."""
     from parley.api.app import init_app
-    from parley.migrate import upgrade_to_head
 
     settings = _settings()
     configure_logging(settings.log_level)
-    if migrate if migrate is not None else settings.is_sqlite:
-        upgrade_to_head(settings)
+    _migrate_if_asked(settings, migrate)
     web.run_app(
         init_app(settings),
         loop=new_event_loop(),
@@ -189,13 +196,11 @@ def up(host: str | None, port: int | None, demo: bool, migrate: bool | None, con
     On a fresh checkout this needs no settings and no server: SQLite and the embedded broker live in
     ./var. Ctrl-C or SIGTERM stops every process it started.
     """
-    from parley.migrate import upgrade_to_head
     from workers.stack import run_stack, stack_children
 
     settings = _settings()
     configure_logging(settings.log_level)
-    if migrate if migrate is not None else settings.is_sqlite:
-        upgrade_to_head(settings)
+    _migrate_if_asked(settings, migrate)
     people = _with_session(settings, lambda s: _demo_people(s, settings)) if demo else None
     host = host or settings.host
     port = port or settings.port

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from parley.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000
 # Execution option marking a transaction that will write (SQLite then takes its write lock at BEGIN).
 WRITE_OPTION = "parley_writes"
 
@@ -29,20 +30,19 @@ def _driver_url(url: str, *, async_: bool) -> str:
     return parsed.set(drivername=f"{parsed.get_backend_name()}+{driver}").render_as_string(hide_password=False)
 
 
-def _prepare_sqlite_file(url: str) -> None:
+def prepare_sqlite_file(url: str) -> None:
+    """Create the folder a SQLite file lives in (./var on a fresh checkout)."""
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    """WAL lets readers run beside the writer; busy_timeout makes a second writer wait its turn;
-    BEGIN IMMEDIATE takes the write lock up front, because a deferred transaction that reads and
-    then writes fails at once with "database is locked" however long the timeout."""
+def apply_sqlite_pragmas(engine: Engine) -> None:
+    """WAL lets readers run beside the writer; busy_timeout makes a second writer wait its turn
+    instead of failing; synchronous=NORMAL is durable across application crashes in WAL mode."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # let us emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         for pragma in (
             "PRAGMA journal_mode=WAL",
@@ -53,17 +53,32 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute(pragma)
         cursor.close()
 
+
+def _begin_writes_immediately(engine: Engine) -> None:
+    """BEGIN IMMEDIATE takes the write lock up front for transactions that will write, because a
+    deferred transaction that reads and then writes fails at once with "database is locked"
+    however long the busy timeout."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let us emit BEGIN ourselves
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         writes = connection.get_execution_options().get(WRITE_OPTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
+def _configure_sqlite(engine: Engine) -> None:
+    apply_sqlite_pragmas(engine)
+    _begin_writes_immediately(engine)
+
+
 def create_async_db_engine(settings: Settings) -> AsyncEngine:
     url = _driver_url(settings.database_url, async_=True)
     if settings.is_sqlite:
-        _prepare_sqlite_file(url)
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        prepare_sqlite_file(url)
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
         _configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(
@@ -77,8 +92,8 @@ def create_async_db_engine(settings: Settings) -> AsyncEngine:
 def create_sync_db_engine(settings: Settings) -> Engine:
     url = _driver_url(settings.database_url, async_=False)
     if settings.is_sqlite:
-        _prepare_sqlite_file(url)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        prepare_sqlite_file(url)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
         _configure_sqlite(engine)
         return engine
     return create_engine(url, pool_size=settings.database_pool_size, pool_pre_ping=True)

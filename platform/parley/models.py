@@ -166,9 +166,6 @@ class Conversation(Base):
         low, high = sorted((user_a, user_b))
         return f"{low}:{high}"
 
-    def other_member_id(self, user_id: str) -> str:
-        return self.recipient_id if user_id == self.initiator_id else self.initiator_id
-
     def has_member(self, user_id: str) -> bool:
         return user_id in (self.initiator_id, self.recipient_id)
 

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 from sqlalchemy import Engine, text
@@ -30,7 +29,7 @@ from parley.models import Base, User
 from parley.services.conversations import OtherUser, get_or_create_conversation
 from parley.services.messages import MessageDraft, send_message
 from parley.services.users import NewUser, create_user
-from tests.conftest import ADMIN_TOKEN, POSTGRES_ADMIN_URL
+from tests.conftest import ADMIN_TOKEN, create_postgres_database, drop_postgres_database
 from tests.workers.consumers import CONTROL_DIR_ENV, create_effects_table, drop_effects_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -151,22 +150,22 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 # --- databases for worker processes ------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def worker_postgres_url() -> Iterator[str]:
-    """A PostgreSQL database for tests that run worker processes: theirs alone, so nothing they
-    leave running can touch another test's data."""
-    name = f"parley_workers_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{POSTGRES_ADMIN_URL.rpartition('/')[0]}/{name}"
+def _migrated_with_effects_table(url: str) -> str:
     settings = load_settings(database_url=url)
     upgrade_to_head(settings)
     engine = create_sync_db_engine(settings)
     create_effects_table(engine)
     engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_url() -> Iterator[str]:
+    """A PostgreSQL database for tests that run worker processes: theirs alone, so nothing they
+    leave running can touch another test's data."""
+    url = _migrated_with_effects_table(create_postgres_database("parley_workers"))
     yield url
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_postgres_database(url)
 
 
 def _empty(engine: Engine) -> None:
@@ -246,12 +245,7 @@ def postgres_redis(worker_postgres_url: str, redis_url: str, tmp_path: Path) -> 
 @pytest.fixture
 def sqlite_embedded(tmp_path: Path) -> Iterator[WorkerSetup]:
     """The embedded configuration: a SQLite database and the SQLite broker, both in tmp_path."""
-    url = f"sqlite:///{tmp_path / 'var' / 'parley.db'}"
-    settings = load_settings(database_url=url)
-    upgrade_to_head(settings)
-    engine = create_sync_db_engine(settings)
-    create_effects_table(engine)
-    engine.dispose()
+    url = _migrated_with_effects_table(f"sqlite:///{tmp_path / 'var' / 'parley.db'}")
     yield from _setup(url, f"sqla+sqlite:///{tmp_path / 'var' / 'broker.db'}", tmp_path)
 
 

@@ -18,6 +18,7 @@ from parley.api.app import init_app
 from parley.models import ConsumerReceipt, Event
 from parley.services.tokens import create_token
 from tests.workers.conftest import (
+    Process,
     Processes,
     RedisServer,
     WorkerSetup,
@@ -121,29 +122,43 @@ async def test_a_broker_outage_loses_no_event_and_dispatches_none_twice(
     assert _undispatched(setup) == 0
 
 
-async def test_a_worker_process_killed_mid_task_runs_it_again_and_it_takes_effect_once(
-    postgres_redis: WorkerSetup, processes: Processes, worker_sessions: SessionsFor
-) -> None:
-    setup = postgres_redis
-    worker = processes.worker(setup)
-    sessions = worker_sessions(setup)
+async def _send_one_held_message(setup: WorkerSetup, sessions: async_sessionmaker[AsyncSession]) -> int:
+    """Send one message whose test-effects consumer will hold (wait) once it starts; its event id."""
     pair = await start_conversation(sessions)
     (setup.control_dir / "hold").write_text("test-effects")
     await send_messages(sessions, setup.settings(), pair, 1)
     [event_id] = _events(setup, "message.created")
     _nudge(setup)
+    return event_id
 
-    def held_attempt() -> int | None:
-        return next((pid for c, e, pid in setup.attempts() if (c, e) == ("test-effects", event_id)), None)
 
-    first_pid = wait_until(held_attempt, timeout=FLOW_TIMEOUT, what="the consumer to start", log=worker.output)
-    assert isinstance(first_pid, int)
+def _attempt_pids(setup: WorkerSetup, event_id: int) -> list[int]:
+    """The worker processes that started the test-effects consumer on the event, in order."""
+    return [pid for c, e, pid in setup.attempts() if (c, e) == ("test-effects", event_id)]
+
+
+def _wait_for_first_attempt(setup: WorkerSetup, event_id: int, worker: Process) -> int:
+    pids = wait_until(
+        lambda: _attempt_pids(setup, event_id), timeout=FLOW_TIMEOUT, what="the consumer to start", log=worker.output
+    )
+    assert isinstance(pids, list)
+    return int(pids[0])
+
+
+async def test_a_worker_process_killed_mid_task_runs_it_again_and_it_takes_effect_once(
+    postgres_redis: WorkerSetup, processes: Processes, worker_sessions: SessionsFor
+) -> None:
+    setup = postgres_redis
+    worker = processes.worker(setup)
+    event_id = await _send_one_held_message(setup, worker_sessions(setup))
+
+    first_pid = _wait_for_first_attempt(setup, event_id, worker)
     os.kill(first_pid, signal.SIGKILL)
     (setup.control_dir / "hold").unlink()
 
     rows = _wait_for_effects(setup, "test-effects", [event_id], processes)
     _assert_each_once(rows, [event_id])
-    attempts = [pid for c, e, pid in setup.attempts() if (c, e) == ("test-effects", event_id)]
+    attempts = _attempt_pids(setup, event_id)
     assert len(attempts) == 2 and attempts[0] == first_pid and attempts[1] != first_pid
     assert [pid for e, _, pid in rows if e == event_id] == [attempts[1]]
     assert worker.popen.poll() is None, "the worker itself carried on"
@@ -155,24 +170,16 @@ async def test_a_whole_worker_killed_mid_task_hands_it_to_the_next_worker(
     setup = postgres_redis
     visibility = {"PARLEY_BROKER_VISIBILITY_TIMEOUT": "10"}  # Redis gives an unacknowledged task away after 10 s
     first = processes.worker(setup, env=visibility)
-    sessions = worker_sessions(setup)
-    pair = await start_conversation(sessions)
-    (setup.control_dir / "hold").write_text("test-effects")
-    await send_messages(sessions, setup.settings(), pair, 1)
-    [event_id] = _events(setup, "message.created")
-    _nudge(setup)
+    event_id = await _send_one_held_message(setup, worker_sessions(setup))
 
-    wait_until(
-        lambda: any((c, e) == ("test-effects", event_id) for c, e, _ in setup.attempts()),
-        timeout=FLOW_TIMEOUT, what="the consumer to start", log=first.output,
-    )
+    _wait_for_first_attempt(setup, event_id, first)
     first.kill_group()  # SIGKILL the worker and its pool at once: nobody acknowledges anything
     (setup.control_dir / "hold").unlink()
     processes.worker(setup, env=visibility)
 
     rows = _wait_for_effects(setup, "test-effects", [event_id], processes)
     _assert_each_once(rows, [event_id])
-    attempts = [pid for c, e, pid in setup.attempts() if (c, e) == ("test-effects", event_id)]
+    attempts = _attempt_pids(setup, event_id)
     assert len(attempts) == 2 and attempts[0] != attempts[1]
 
 

@@ -21,7 +21,7 @@ from parley.events import ConversationCreated, EventType
 from parley.ids import is_valid_id
 from parley.models import Conversation, ConversationMember, Message, User, UTCDateTime
 from parley.schemas import ConversationMembersOut, ConversationOut, UserSummary
-from parley.services.message_views import MESSAGE_COLUMNS, attachments_of, message_view, summary_of
+from parley.services.message_views import MESSAGE_COLUMNS, attachments_of, message_view, summary_of, unread_by
 from parley.services.outbox import record_event
 from parley.services.users import get_user, get_user_by_username
 
@@ -198,14 +198,7 @@ def _view_query() -> Select[Any]:
         select(func.max(Message.id)).where(Message.conversation_id == Conversation.id).scalar_subquery()
     )
     unread = (
-        select(func.count())
-        .where(
-            Message.conversation_id == Conversation.id,
-            Message.sender_id != _VIEWER,
-            Message.read_at.is_(None),
-            Message.deleted_at.is_(None),
-        )
-        .scalar_subquery()
+        select(func.count()).where(Message.conversation_id == Conversation.id, unread_by(_VIEWER)).scalar_subquery()
     )
     return (
         select(

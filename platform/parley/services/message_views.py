@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import ColumnElement, Row, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.models import Attachment, Message, User
@@ -37,6 +37,12 @@ _ATTACHMENT_COLUMNS = (
     Attachment.content_type,
     Attachment.size,
 )
+
+
+def unread_by(viewer_id: str | ColumnElement[str]) -> ColumnElement[bool]:
+    """Messages `viewer_id` has yet to read: the other member's, unread, and not deleted (a deleted
+    message no longer asks to be read)."""
+    return and_(Message.sender_id != viewer_id, Message.read_at.is_(None), Message.deleted_at.is_(None))
 
 
 def summary_of(user: User) -> UserSummary:

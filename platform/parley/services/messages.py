@@ -131,13 +131,9 @@ async def write_message(session: AsyncSession, conversation_id: str, sender: Use
     attachments = [_attachment_row(values["id"], a) for a in draft.attachments]
     if attachments:
         await session.execute(insert(Attachment), attachments)
-    view = message_view(values, summary_of(sender), [AttachmentOut(**a) for a in _public(attachments)])
+    view = message_view(values, summary_of(sender), [AttachmentOut(**a) for a in attachments])
     await record_event(session, EventType.MESSAGE_CREATED, MessageCreated(message=view), conversation_id=conversation_id)
     return view
-
-
-def _public(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in a.items() if k != "message_id"} for a in attachments]
 
 
 def _attachment_row(message_id: str, draft: AttachmentDraft) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -10,13 +12,20 @@ from parley.events import EventType, MessageRead
 from parley.ids import is_valid_id
 from parley.models import ConversationMember, Message, User, utcnow
 from parley.services.conversations import get_member_conversation
+from parley.services.message_views import unread_by
 from parley.services.messages import field_error
 from parley.services.outbox import record_event
 
 
+@dataclass(frozen=True)
+class ReadState:
+    receipt: MessageRead
+    unread_count: int  # what the reader still has not read in the conversation afterwards
+
+
 async def mark_read(
     session: AsyncSession, reader: User, conversation_id: str, up_to_message_id: str | None = None
-) -> MessageRead:
+) -> ReadState:
     """Set read_at on the other member's unread messages up to `up_to_message_id` (default: the
     newest) and move the reader's read marker there. `count` says how many became read; an event
     is recorded only when some did."""
@@ -34,7 +43,10 @@ async def mark_read(
             raise field_error("message_id", "is not a message of this conversation")
         now = utcnow()
         if up_to_message_id is None:  # an empty conversation: nothing to read
-            return MessageRead(conversation_id=conversation_id, reader_id=reader.id, up_to_message_id=None, read_at=now, count=0)
+            receipt = MessageRead(
+                conversation_id=conversation_id, reader_id=reader.id, up_to_message_id=None, read_at=now, count=0
+            )
+            return ReadState(receipt, unread_count=0)
         result = await session.execute(
             update(Message)
             .where(
@@ -60,15 +72,7 @@ async def mark_read(
         )
         if count:
             await record_event(session, EventType.MESSAGE_READ, receipt, conversation_id=conversation_id)
-    return receipt
-
-
-async def count_unread(session: AsyncSession, reader_id: str, conversation_id: str) -> int:
-    return await session.scalar(
-        select(func.count()).where(
-            Message.conversation_id == conversation_id,
-            Message.sender_id != reader_id,
-            Message.read_at.is_(None),
-            Message.deleted_at.is_(None),
+        unread = await session.scalar(
+            select(func.count()).where(Message.conversation_id == conversation_id, unread_by(reader.id))
         )
-    ) or 0
+    return ReadState(receipt, unread_count=unread or 0)

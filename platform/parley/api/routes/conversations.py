@@ -123,18 +123,16 @@ async def send_message(request: web.Request) -> web.Response:
 async def mark_read(request: web.Request) -> web.Response:
     user = current_user(request)
     body = await parse_body(request, MarkReadBody, optional=True)
-    conversation_id = request.match_info["conversation_id"]
     async with request.app[SESSIONS]() as session:
-        receipt = await read_receipts.mark_read(session, user, conversation_id, body.message_id)
-        async with session.begin():
-            unread = await read_receipts.count_unread(session, user.id, conversation_id)
+        state = await read_receipts.mark_read(session, user, request.match_info["conversation_id"], body.message_id)
+    receipt = state.receipt
     return respond(
         ReadReceiptOut(
             conversation_id=receipt.conversation_id,
             up_to_message_id=receipt.up_to_message_id,
             read_at=receipt.read_at,
             count=receipt.count,
-            unread_count=unread,
+            unread_count=state.unread_count,
         )
     )
 
