@@ -61,7 +61,64 @@ class Settings(BaseSettings):
         description="Comma-separated modules whose CONSUMERS list is registered beside the built-in "
         "consumers, e.g. workers.log_consumer (the benchmark's no-op) or a test module.",
     )
-    redis_url: str | None = Field(default=None, description="Redis for pub/sub and presence; unset when embedded.")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the realtime bus (pub/sub) and presence, shared by every API process: "
+        "redis://host:6379/0. Unset when embedded: one API process with an in-process bus.",
+    )
+
+    ws_max_frame_bytes: int = Field(
+        default=65_536, ge=256, le=16_777_216,
+        description="Largest WebSocket frame a client may send; a larger one closes the connection (1009).",
+    )
+    ws_heartbeat_seconds: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="The server pings every connection this often; one that misses the pong is closed.",
+    )
+    ws_send_queue_frames: int = Field(
+        default=1000, ge=1, le=1_000_000,
+        description="Frames waiting for one slow connection before it is disconnected (close code 4008).",
+    )
+    ws_send_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=600,
+        description="A connection that takes longer than this to accept one frame is disconnected (4008).",
+    )
+    ws_ticket_seconds: int = Field(
+        default=60, ge=1, le=3600,
+        description="Lifetime of a one-time WebSocket ticket (POST /api/v1/ws/tickets).",
+    )
+    realtime_replay_hours: float = Field(
+        default=24.0, gt=0, le=24 * 90,
+        description="How far back a reconnecting client may replay with ?since=; older gets resync_required.",
+    )
+    realtime_replay_max_events: int = Field(
+        default=10_000, ge=1, le=1_000_000,
+        description="Most events one reconnect replays; a client that missed more gets resync_required.",
+    )
+    realtime_poll_seconds: float = Field(
+        default=0.5, gt=0, le=60,
+        description="Each API process looks for events committed elsewhere (workers, a lost wake-up) this "
+        "often; events committed through the API are announced at once.",
+    )
+    presence_grace_seconds: float = Field(
+        default=3.0, ge=0, le=300,
+        description="A user whose last connection closed is reported offline only after this long, "
+        "so a page reload does not flap.",
+    )
+    presence_ttl_seconds: float = Field(
+        default=15.0, ge=1, le=3600,
+        description="With Redis: a connection not refreshed by its API process for this long (the process "
+        "died) no longer counts; its user goes offline within about this time plus the grace.",
+    )
+    typing_ttl_seconds: float = Field(
+        default=5.0, gt=0, le=60,
+        description="A typing indicator expires this long after its last refresh.",
+    )
+    typing_min_interval_seconds: float = Field(
+        default=1.0, ge=0, le=60,
+        description="A connection's typing frames for one conversation are relayed at most this often; "
+        "the rest are dropped.",
+    )
 
     @field_validator("database_url")
     @classmethod

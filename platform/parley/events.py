@@ -50,5 +50,17 @@ PAYLOADS: dict[EventType, type[BaseModel]] = {
 }
 
 
+# What members of a conversation see live (WebSocket) and on replay. Events of other types are for
+# back ends only (webhooks, workers).
+LIVE_EVENT_TYPES: frozenset[EventType] = frozenset(
+    {
+        EventType.CONVERSATION_CREATED,
+        EventType.MESSAGE_CREATED,
+        EventType.MESSAGE_READ,
+        EventType.MESSAGE_DELETED,
+    }
+)
+
+
 def parse_payload(event_type: str, payload: dict[str, object]) -> BaseModel:
     return PAYLOADS[EventType(event_type)].model_validate(payload)

@@ -274,3 +274,16 @@ class ConsumerReceipt(Base):
     outcome: Mapped[ReceiptOutcome] = mapped_column(_str_enum(ReceiptOutcome))
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class WsTicket(Base):
+    """A one-time credential for opening a WebSocket from a browser, which cannot set headers on
+    the upgrade request: short-lived, single-use, and stored only as a hash like API tokens."""
+
+    __tablename__ = "ws_tickets"
+
+    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -13,12 +13,15 @@ from aiohttp.typedefs import Handler
 from parley.api.auth import auth_middleware
 from parley.api.endpoints import Endpoint
 from parley.api.errors import error_middleware
-from parley.api.keys import ENGINE, REQUEST_ID, SESSIONS, SETTINGS
+from parley.api.keys import ENGINE, REALTIME, REQUEST_ID, SESSIONS, SETTINGS
 from parley.api.openapi import build_openapi
 from parley.api.routes import conversations, meta, users
 from parley.config import Settings
 from parley.db import async_session_factory, create_async_db_engine
 from parley.ids import new_id
+from parley.realtime import routes as realtime_routes
+from parley.realtime.frames import CLOSE_GOING_AWAY
+from parley.realtime.node import RealtimeNode
 from workers.nudger import OutboxNudger
 
 log = logging.getLogger("parley.api")
@@ -27,7 +30,7 @@ OUTBOX_NUDGER = web.AppKey("outbox_nudger", OutboxNudger)
 # Requests that cannot have written an outbox event.
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-ROUTE_TABLES = (meta.endpoints, users.endpoints, conversations.endpoints)
+ROUTE_TABLES = (meta.endpoints, users.endpoints, conversations.endpoints, realtime_routes.endpoints)
 
 
 def all_endpoints() -> list[Endpoint]:
@@ -56,11 +59,13 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
 
 @web.middleware
 async def outbox_nudge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """After a successful write the services have committed: nudge the dispatcher. nudge() only
-    raises a flag, so the response is never delayed, and a broker outage never fails a request."""
+    """After a successful write the services have committed: nudge the dispatcher and wake the
+    realtime tail. Both only raise a flag, so the response is never delayed, and a broker or Redis
+    outage never fails a request."""
     response = await handler(request)
     if request.method not in READ_ONLY_METHODS and response.status < 400:
         request.app[OUTBOX_NUDGER].nudge()
+        request.app[REALTIME].events_committed()
     return response
 
 
@@ -80,6 +85,19 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+async def _realtime(app: web.Application) -> AsyncIterator[None]:
+    node = RealtimeNode(app[SETTINGS], app[SESSIONS])
+    app[REALTIME] = node
+    await node.start()
+    yield
+    await node.stop()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    # on_shutdown runs before the server stops waiting for handlers: clients get a clean 1001.
+    await app[REALTIME].close_all(CLOSE_GOING_AWAY, b"server shutting down")
+
+
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[outbox_nudge_middleware, request_log_middleware, error_middleware, auth_middleware],
@@ -88,6 +106,8 @@ def init_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_outbox_nudger)
+    app.cleanup_ctx.append(_realtime)
+    app.on_shutdown.append(_close_websockets)
     endpoints = all_endpoints()
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.events import PAYLOADS, EventType
 from parley.models import Event
+
+
+# Event ids must grow in commit order: a reconnecting WebSocket client replays "every event after
+# the last id I saw", and the realtime tail reads "ids after my position"; an id handed out by a
+# transaction that commits later than a larger one would be skipped by both. PostgreSQL assigns
+# identity values at insert, so writers of events take this transaction-scoped lock before the
+# insert and hold it to commit: the next writer's id comes after this one is visible. It serialises
+# only the short tail of event-writing transactions (insert to commit). SQLite needs nothing: its
+# write transactions are already serial (BEGIN IMMEDIATE).
+EVENT_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(7310582945120001)")
 
 
 async def record_event(
@@ -16,6 +26,9 @@ async def record_event(
     """Add an event row to the current transaction: it commits, or rolls back, with the change."""
     if not isinstance(payload, PAYLOADS[event_type]):
         raise TypeError(f"{event_type} takes {PAYLOADS[event_type].__name__}, not {type(payload).__name__}")
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        await connection.execute(EVENT_ORDER_LOCK)
     await session.execute(
         insert(Event).values(type=event_type.value, conversation_id=conversation_id, payload=payload.model_dump(mode="json"))
     )

@@ -1,0 +1,221 @@
+"""One API process's realtime machinery: it follows the outbox, fans events out to its own
+connections, keeps presence, relays typing, and talks to the other processes over the bus.
+
+Every process reads committed events from the outbox itself, in id order (ids grow in commit
+order), starting from the newest event when it starts. A write through this process's API wakes
+its tail at once and tells the others over the bus to look too; anything committed elsewhere (a
+worker, a lost wake-up) is found by a poll every `realtime_poll_seconds`. Nothing depends on Redis
+being up: without it, events still arrive, by the poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from parley.config import Settings
+from parley.ids import new_id
+from parley.realtime.bus import Bus, BusMessage, LocalBus, RedisBus
+from parley.realtime.connection import Connection
+from parley.realtime.frames import CLOSE_GOING_AWAY
+from parley.realtime.hub import Hub
+from parley.realtime.presence_store import MemoryPresenceStore, PresenceState, PresenceStore, RedisPresenceStore
+from parley.services.event_feed import events_after, latest_event_id, partner_in, partners_of
+
+log = logging.getLogger("parley.realtime")
+
+TAIL_BATCH = 500
+TAIL_ERROR_BACKOFF_SECONDS = 1.0
+
+
+def epoch_to_iso(value: float | None) -> str | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat().replace("+00:00", "Z")
+
+
+class RealtimeNode:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.node_id = new_id()
+        self.hub = Hub()
+        # The last event id handed to the hub; None until the database has told us where it ends
+        # (the process may start while the database is away).
+        self.position: int | None = None
+        self._redis: aioredis.Redis | None = None
+        self.bus: Bus
+        self.presence: PresenceStore
+        if settings.redis_url:
+            self._redis = aioredis.from_url(
+                settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+            )
+            self.bus = RedisBus(self._redis)
+            self.presence = RedisPresenceStore(self._redis)
+        else:
+            self.bus = LocalBus()
+            self.presence = MemoryPresenceStore()
+        self._wake = asyncio.Event()
+        self._announce = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.bus.start(self._on_bus_message, self._on_bus_reconnect)
+        self._wake.set()  # find where the outbox ends straight away
+        self._tasks = [
+            asyncio.create_task(self._follow_outbox(), name="realtime-tail"),
+            asyncio.create_task(self._announce_commits(), name="realtime-announce"),
+            asyncio.create_task(self._keep_presence(), name="realtime-presence"),
+        ]
+
+    async def stop(self) -> None:
+        await self.close_all(CLOSE_GOING_AWAY, b"server shutting down")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.bus.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def close_all(self, code: int, message: bytes) -> None:
+        await asyncio.gather(*(c.close(code, message) for c in self.hub.connections()), return_exceptions=True)
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def events_committed(self) -> None:
+        """This process committed outbox events: follow them now, and tell the other processes."""
+        self._wake.set()
+        self._announce.set()
+
+    async def _announce_commits(self) -> None:
+        # One bus message per burst of commits, however many requests made it.
+        while True:
+            await self._announce.wait()
+            self._announce.clear()
+            await self.bus.publish({"kind": "wake", "node": self.node_id})
+
+    async def _follow_outbox(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.realtime_poll_seconds)
+            self._wake.clear()
+            try:
+                if self.position is None:
+                    async with self.sessions() as session:
+                        self.position = await latest_event_id(session)
+                while True:
+                    async with self.sessions() as session:
+                        batch = await events_after(session, self.position, TAIL_BATCH)
+                    for event in batch:
+                        self.hub.deliver_event(event)
+                        self.position = event.id
+                    if len(batch) < TAIL_BATCH:
+                        break
+            except Exception as exc:  # the database may be briefly away; the tail must outlive it
+                log.warning("realtime.tail_failed", extra={"error": repr(exc), "position": self.position})
+                await asyncio.sleep(TAIL_ERROR_BACKOFF_SECONDS)
+
+    # --- the bus --------------------------------------------------------------------------------
+
+    def _on_bus_message(self, message: BusMessage) -> None:
+        kind = message.get("kind")
+        if kind == "wake":
+            if message.get("node") != self.node_id:
+                self._wake.set()
+        elif kind == "presence":
+            self.hub.deliver_presence(str(message["user_id"]), message["data"])
+        elif kind == "typing":
+            self.hub.deliver_typing(str(message["to_user_id"]), str(message["conversation_id"]), message["data"])
+
+    def _on_bus_reconnect(self) -> None:
+        # Wake-ups may have been lost while Redis was away, and this process's connections may have
+        # expired there: look at the outbox now, and hold every connection again.
+        self._wake.set()
+        asyncio.get_running_loop().create_task(self._hold_all_again())
+
+    # --- connections and presence ---------------------------------------------------------------
+
+    async def attach(self, connection: Connection) -> None:
+        """Register a new connection (held back while it replays) and count its user online."""
+        partners = None
+        if not self.hub.has_user(connection.user_id):
+            async with self.sessions() as session:
+                partners = await partners_of(session, connection.user_id)
+        self.hub.add(connection, partners)
+        await self._hold(connection)
+
+    async def detach(self, connection: Connection) -> None:
+        self.hub.remove(connection)
+        # Still counted for the grace period, so a reload does not show the user offline.
+        until = time.time() + self.settings.presence_grace_seconds
+        with contextlib.suppress(Exception):
+            await self.presence.hold(connection.user_id, connection.id, until)
+
+    async def _hold(self, connection: Connection) -> None:
+        until = time.time() + self.settings.presence_ttl_seconds
+        try:
+            came_online = await self.presence.hold(connection.user_id, connection.id, until)
+        except Exception as exc:
+            log.warning("realtime.presence_failed", extra={"error": repr(exc)})
+            return
+        if came_online:
+            await self._publish_presence(connection.user_id, online=True, last_seen=time.time())
+
+    async def _hold_all_again(self) -> None:
+        for connection in self.hub.connections():
+            await self._hold(connection)
+
+    async def _keep_presence(self) -> None:
+        ttl = self.settings.presence_ttl_seconds
+        interval = max(0.1, min(ttl / 3, max(self.settings.presence_grace_seconds, 0.3) / 3))
+        next_refresh = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = time.time()
+                if now >= next_refresh:
+                    held = [(c.user_id, c.id) for c in self.hub.connections()]
+                    await self.presence.refresh(held, now + ttl)
+                    next_refresh = now + ttl / 3
+                for user_id, last_seen in await self.presence.sweep(now):
+                    await self._publish_presence(user_id, online=False, last_seen=last_seen)
+            except Exception as exc:
+                log.warning("realtime.presence_failed", extra={"error": repr(exc)})
+
+    async def _publish_presence(self, user_id: str, *, online: bool, last_seen: float) -> None:
+        data = {"user_id": user_id, "status": "online" if online else "offline", "last_seen_at": epoch_to_iso(last_seen)}
+        await self.bus.publish({"kind": "presence", "user_id": user_id, "data": data})
+
+    async def presence_of(self, user_id: str) -> PresenceState:
+        return await self.presence.state(user_id)
+
+    async def learn_conversation(self, user_id: str, conversation_id: str) -> str | None:
+        """A conversation the hub has not heard of yet (created while the user was connecting)."""
+        if len(conversation_id) > 64:
+            return None
+        async with self.sessions() as session:
+            partner_id = await partner_in(session, user_id, conversation_id)
+        if partner_id is not None:
+            self.hub.learn(user_id, conversation_id, partner_id)
+        return partner_id
+
+    # --- typing ---------------------------------------------------------------------------------
+
+    async def relay_typing(self, connection: Connection, conversation_id: str, partner_id: str) -> None:
+        expires_at = datetime.now(UTC) + timedelta(seconds=self.settings.typing_ttl_seconds)
+        data: dict[str, Any] = {
+            "user_id": connection.user_id,
+            "expires_at": expires_at.isoformat().replace("+00:00", "Z"),
+        }
+        await self.bus.publish(
+            {"kind": "typing", "to_user_id": partner_id, "conversation_id": conversation_id, "data": data}
+        )
