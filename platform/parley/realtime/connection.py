@@ -116,10 +116,9 @@ class Connection:
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=message), CLOSE_TIMEOUT_SECONDS)
         except (TimeoutError, ConnectionError, RuntimeError):
-            pass
-        # A client that reads nothing never lets the close frame out: cut the socket.
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.abort()
+            # A client that reads nothing never lets the close frame out: cut the socket.
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.abort()
 
     async def finish(self) -> None:
         self.closed = True
