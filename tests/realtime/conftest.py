@@ -4,7 +4,7 @@ databases, and as separate `parley serve` processes sharing PostgreSQL and Redis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -31,6 +31,19 @@ def realtime_settings(settings: Settings) -> Settings:
 @pytest.fixture
 async def client(aiohttp_client: Any, realtime_settings: Settings) -> TestClient:
     return await aiohttp_client(init_app(realtime_settings))
+
+
+MakeClient = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, realtime_settings: Settings) -> MakeClient:
+    """An app with some settings changed, for tests that need tighter limits."""
+
+    async def make(**overrides: Any) -> TestClient:
+        return await aiohttp_client(init_app(realtime_settings.model_copy(update=overrides)))
+
+    return make
 
 
 async def connect(client: TestClient, person: Person, **params: Any) -> aiohttp.ClientWebSocketResponse:
