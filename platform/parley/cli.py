@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -69,21 +70,47 @@ def main() -> None:
     "--migrate/--no-migrate", default=None,
     help="Bring the database schema up to date first [default: on for the embedded SQLite only].",
 )
-def serve(host: str | None, port: int | None, migrate: bool | None) -> None:
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+    help="API processes sharing the port (SO_REUSEPORT), to use every core. More than one needs "
+    "PARLEY_REDIS_URL: the processes share realtime events and presence through Redis.",
+)
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for --workers' children).")
+def serve(host: str | None, port: int | None, migrate: bool | None, workers: int, reuse_port: bool) -> None:
     """Run the HTTP API."""
     from parley.api.app import init_app
 
     settings = _settings()
     configure_logging(settings.log_level)
+    if workers > 1 and not settings.redis_url:
+        raise click.ClickException(
+            f"--workers {workers} needs PARLEY_REDIS_URL (e.g. redis://127.0.0.1:6379/0): the API processes "
+            "share live events, presence and typing through Redis. Without it, run one process."
+        )
     _migrate_if_asked(settings, migrate)
+    host, port = host or settings.host, port or settings.port
+    if workers > 1:
+        _serve_processes(host, port, workers)
+        return
     web.run_app(
         init_app(settings),
         loop=new_event_loop(),
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host,
+        port=port,
+        reuse_port=reuse_port or None,
         access_log=None,
         print=lambda line: click.echo(line),
     )
+
+
+def _serve_processes(host: str, port: int, workers: int) -> None:
+    """Run `workers` API processes on one port; stop them all on Ctrl-C, SIGTERM, or if one dies."""
+    from workers.stack import Child, run_stack
+
+    argv = [sys.executable, "-m", "parley.cli", "serve", "--no-migrate", "--reuse-port", "--host", host, "--port", str(port)]
+    children = [Child(f"api-{n}", argv) for n in range(1, workers + 1)]
+    announce = lambda: click.echo(f"{workers} API processes on http://{host}:{port} (Ctrl-C stops them)")  # noqa: E731
+    raise SystemExit(run_stack(children, f"http://{host}:{port}/readyz", announce))
 
 
 @main.command()
