@@ -80,6 +80,14 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> Non
     assert "PARLEY_PORT" in result.stderr
 
 
+def test_several_api_processes_need_redis_and_say_so(tmp_path: Path) -> None:
+    result = subprocess.run([PARLEY, "serve", "--workers", "2"], cwd=tmp_path, env=_clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "PARLEY_REDIS_URL" in result.stderr
+    assert not (tmp_path / "var").exists()  # refused before touching anything
+
+
 def test_tokens_for_an_unknown_user_fail_clearly(tmp_path: Path) -> None:
     subprocess.run([PARLEY, "migrate"], cwd=tmp_path, env=_clean_env(), check=True, capture_output=True)
     result = subprocess.run([PARLEY, "tokens", "create", "--user", "ghost"], cwd=tmp_path, env=_clean_env(),

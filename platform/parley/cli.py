@@ -109,7 +109,10 @@ def _serve_processes(host: str, port: int, workers: int) -> None:
 
     argv = [sys.executable, "-m", "parley.cli", "serve", "--no-migrate", "--reuse-port", "--host", host, "--port", str(port)]
     children = [Child(f"api-{n}", argv) for n in range(1, workers + 1)]
-    announce = lambda: click.echo(f"{workers} API processes on http://{host}:{port} (Ctrl-C stops them)")  # noqa: E731
+
+    def announce() -> None:
+        click.echo(f"{workers} API processes on http://{host}:{port} (Ctrl-C stops them)")
+
     raise SystemExit(run_stack(children, f"http://{host}:{port}/readyz", announce))
 
 

@@ -143,3 +143,14 @@ async def test_a_client_that_never_reads_is_disconnected_and_others_keep_receivi
     while not await asyncio.to_thread(_cut_off, slow):
         assert loop.time() < deadline, "the slow client was never disconnected"
     slow.close()
+
+
+async def test_a_client_that_stops_answering_pings_is_disconnected(make_client: MakeClient) -> None:
+    client = await make_client(ws_heartbeat_seconds=0.3)
+    alice = await provision(client, "alice")
+    silent = await asyncio.to_thread(_raw_websocket, client.port, alice.token)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while not await asyncio.to_thread(_cut_off, silent):  # reads the pings, never answers them
+        assert loop.time() < deadline, "a client that never answered a ping is still connected"
+    silent.close()
