@@ -83,8 +83,12 @@ class RedisBus:
                         message = json.loads(raw["data"])
                     except (TypeError, ValueError):
                         continue
-                    if isinstance(message, dict):
+                    if not isinstance(message, dict):
+                        continue
+                    try:
                         handler(message)
+                    except Exception:  # a malformed message must not end the subscription
+                        log.exception("realtime.bus_message_failed", extra={"kind": message.get("kind")})
             except (RedisError, OSError) as exc:
                 log.warning("realtime.bus_disconnected", extra={"error": repr(exc), "retry_in": delay})
                 first = False

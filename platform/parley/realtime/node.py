@@ -116,8 +116,11 @@ class RealtimeNode:
                     async with self.sessions() as session:
                         batch = await events_after(session, self.position, TAIL_BATCH)
                     for event in batch:
-                        self.hub.deliver_event(event)
-                        self.position = event.id
+                        self.position = event.id  # first: one event that cannot be delivered never stalls the rest
+                        try:
+                            self.hub.deliver_event(event)
+                        except Exception:
+                            log.exception("realtime.delivery_failed", extra={"event_id": event.id})
                     if len(batch) < TAIL_BATCH:
                         break
             except Exception as exc:  # the database may be briefly away; the tail must outlive it
