@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from parley.schemas import ConversationMembersOut, MessageOut
+from parley.schemas import ConversationMembersOut, MessageOut, UploadOut
 
 
 class EventType(enum.StrEnum):
@@ -17,6 +17,12 @@ class EventType(enum.StrEnum):
     MESSAGE_CREATED = "message.created"
     MESSAGE_READ = "message.read"
     MESSAGE_DELETED = "message.deleted"
+    # Internal: a file was uploaded; the media consumer starts its processing.
+    ATTACHMENT_UPLOADED = "attachment.uploaded"
+    ATTACHMENT_READY = "attachment.ready"
+    ATTACHMENT_FAILED = "attachment.failed"
+    # Internal: uploads left with their message or never attached; their stored files go next.
+    ATTACHMENT_DELETED = "attachment.deleted"
 
 
 class ConversationCreated(BaseModel):
@@ -42,11 +48,33 @@ class MessageRead(BaseModel):
     count: int
 
 
+class AttachmentUploaded(BaseModel):
+    attachment: UploadOut
+
+
+class AttachmentProcessed(BaseModel):
+    """attachment.ready and attachment.failed: what processing found (dimensions, thumbnails) or
+    why it failed (`failure_reason`)."""
+
+    attachment: UploadOut
+
+
+class AttachmentsDeleted(BaseModel):
+    """Uploaded attachments whose rows are gone; their stored files and thumbnails are removed next."""
+
+    attachment_ids: list[str]
+    message_id: str | None = None
+
+
 PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.CONVERSATION_CREATED: ConversationCreated,
     EventType.MESSAGE_CREATED: MessageCreated,
     EventType.MESSAGE_DELETED: MessageDeleted,
     EventType.MESSAGE_READ: MessageRead,
+    EventType.ATTACHMENT_UPLOADED: AttachmentUploaded,
+    EventType.ATTACHMENT_READY: AttachmentProcessed,
+    EventType.ATTACHMENT_FAILED: AttachmentProcessed,
+    EventType.ATTACHMENT_DELETED: AttachmentsDeleted,
 }
 
 
