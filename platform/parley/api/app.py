@@ -13,9 +13,10 @@ from aiohttp.typedefs import Handler
 from parley.api.auth import auth_middleware
 from parley.api.endpoints import Endpoint
 from parley.api.errors import error_middleware
-from parley.api.keys import ENGINE, REQUEST_ID, SESSIONS, SETTINGS
+from parley.api.keys import ENGINE, REQUEST_ID, SESSIONS, SETTINGS, STORAGE
 from parley.api.openapi import build_openapi
-from parley.api.routes import conversations, meta, users
+from integrations.storage.configured import storage_for
+from parley.api.routes import attachments, conversations, meta, users
 from parley.config import Settings
 from parley.db import async_session_factory, create_async_db_engine
 from parley.ids import new_id
@@ -27,7 +28,7 @@ OUTBOX_NUDGER = web.AppKey("outbox_nudger", OutboxNudger)
 # Requests that cannot have written an outbox event.
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-ROUTE_TABLES = (meta.endpoints, users.endpoints, conversations.endpoints)
+ROUTE_TABLES = (meta.endpoints, users.endpoints, conversations.endpoints, attachments.endpoints)
 
 
 def all_endpoints() -> list[Endpoint]:
@@ -80,6 +81,11 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    app[STORAGE] = storage_for(app[SETTINGS])
+    yield
+
+
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[outbox_nudge_middleware, request_log_middleware, error_middleware, auth_middleware],
@@ -88,6 +94,7 @@ def init_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_outbox_nudger)
+    app.cleanup_ctx.append(_storage)
     endpoints = all_endpoints()
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
