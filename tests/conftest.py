@@ -88,6 +88,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         admin_token=ADMIN_TOKEN,
         database_pool_size=20,
         broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+        storage_path=str(tmp_path / "storage"),  # uploads of the test's own, not under the work tree
     )
 
 

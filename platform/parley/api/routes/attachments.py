@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from integrations.media.sniffing import sniff
 from parley.api.auth import current_user
@@ -23,6 +24,8 @@ endpoints = EndpointTable(tag="attachments")
 CHUNK_BYTES = 256 * 1024
 # Multipart framing around the file: boundaries and part headers.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# What aiohttp's multipart reader raises on a malformed body.
+MALFORMED = (ValueError, AssertionError, RuntimeError, HttpProcessingError)
 
 
 def _bad_upload(message: str) -> ApiError:
@@ -42,7 +45,7 @@ async def _file_part(request: web.Request) -> BodyPartReader:
             if isinstance(part, BodyPartReader) and part.filename is not None:
                 return part
             await part.release()  # a plain field: skipped
-    except (ValueError, AssertionError, RuntimeError) as exc:
+    except MALFORMED as exc:
         raise _bad_upload(f"malformed multipart body: {exc}") from None
 
 
@@ -51,7 +54,7 @@ async def _receive(part: BodyPartReader, staging: UploadStaging) -> None:
     try:
         while chunk := await part.read_chunk(CHUNK_BYTES):
             await asyncio.to_thread(staging.add, chunk)
-    except (ValueError, AssertionError, RuntimeError) as exc:
+    except MALFORMED as exc:
         raise _bad_upload(f"malformed multipart body: {exc}") from None
     finally:
         await asyncio.to_thread(staging.finish)
