@@ -41,16 +41,21 @@ def make_person(client: TestClient) -> MakePerson:
     """Provision a user and mint their token through the admin API, as a host product would."""
 
     async def make(username: str, **fields: Any) -> Person:
-        body = {"username": username, "name": username.title(), **fields}
-        created = await client.post("/api/v1/users", json=body, headers=ADMIN)
-        assert created.status == 201, await created.text()
-        user = await created.json()
-        minted = await client.post(f"/api/v1/users/{user['id']}/tokens", headers=ADMIN)
-        assert minted.status == 201, await minted.text()
-        token = await minted.json()
-        return Person(id=user["id"], username=username, token=token["token"], token_id=token["id"])
+        return await provision(client, username, **fields)
 
     return make
+
+
+async def provision(client: TestClient, username: str, **fields: Any) -> Person:
+    """A user and their token, made through the admin API of the app `client` talks to."""
+    body = {"username": username, "name": username.title(), **fields}
+    created = await client.post("/api/v1/users", json=body, headers=ADMIN)
+    assert created.status == 201, await created.text()
+    user = await created.json()
+    minted = await client.post(f"/api/v1/users/{user['id']}/tokens", headers=ADMIN)
+    assert minted.status == 201, await minted.text()
+    token = await minted.json()
+    return Person(id=user["id"], username=username, token=token["token"], token_id=token["id"])
 
 
 async def start_conversation(client: TestClient, sender: Person, recipient: Person) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from parley.api.app import init_app
 from parley.config import Settings
 from parley.models import Attachment, Event
 from tests import media_samples
-from tests.api.conftest import MakePerson, Person, send, start_conversation
+from tests.api.conftest import MakePerson, Person, provision, send, start_conversation
 from tests.api.uploads import UPLOADS, process_uploads, upload, upload_response
 
 
@@ -78,7 +78,7 @@ async def test_an_oversized_upload_is_a_413_and_leaves_nothing(
 ) -> None:
     small = settings.model_copy(update={"max_upload_bytes": 100_000})
     client = await aiohttp_client(init_app(small))
-    alice = await _person(client, "alice")
+    alice = await provision(client, "alice")
     big = media_samples.png() + b"\x00" * 200_000
     response = await upload_response(client, alice, "big.png", big, chunked=chunked)
     assert response.status == 413
@@ -89,14 +89,6 @@ async def test_an_oversized_upload_is_a_413_and_leaves_nothing(
     # Exactly at the limit is fine.
     fits = media_samples.png() + b"\x00" * (100_000 - len(media_samples.png()))
     assert (await upload_response(client, alice, "fits.png", fits, chunked=chunked)).status == 201
-
-
-async def _person(client: TestClient, username: str) -> Person:
-    from tests.api.conftest import ADMIN
-
-    user = await (await client.post("/api/v1/users", json={"username": username, "name": username}, headers=ADMIN)).json()
-    token = await (await client.post(f"/api/v1/users/{user['id']}/tokens", headers=ADMIN)).json()
-    return Person(id=user["id"], username=username, token=token["token"], token_id=token["id"])
 
 
 async def test_requests_that_are_not_one_file_are_a_400(client: TestClient, make_person: MakePerson) -> None:

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from PIL import Image
 
 from parley.api.app import init_app
 from tests import media_samples
-from tests.api.conftest import ADMIN, Person
+from tests.api.conftest import Person, provision
 from tests.api.uploads import UPLOADS, upload
 from tests.workers.conftest import Processes, WorkerSetup, wait_for_worker
 from workers.celery_app import create_celery_app
@@ -38,12 +37,6 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: fl
         await asyncio.sleep(0.05)
 
 
-async def person(client: TestClient, username: str) -> Person:
-    user = await (await client.post("/api/v1/users", json={"username": username, "name": username}, headers=ADMIN)).json()
-    token = await (await client.post(f"/api/v1/users/{user['id']}/tokens", headers=ADMIN)).json()
-    return Person(id=user["id"], username=username, token=token["token"], token_id=token["id"])
-
-
 def files_of(storage: Path, attachment_id: str) -> list[str]:
     folder = storage / "attachments" / attachment_id
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
@@ -59,7 +52,7 @@ async def test_uploads_are_processed_by_a_worker_and_deleted_with_their_message(
     worker = processes.worker(setup, env={"PARLEY_STORAGE_PATH": str(storage)})
     wait_for_worker(worker)
     client = await aiohttp_client(init_app(settings))
-    alice, bob = await person(client, "alice"), await person(client, "bob")
+    alice, bob = await provision(client, "alice"), await provision(client, "bob")
     conversation = await (await client.post("/api/v1/conversations", json={"user_id": bob.id}, headers=alice.auth)).json()
 
     photo = await upload(client, alice, "photo.jpg", media_samples.jpeg_with_gps(2000, 1500))
