@@ -13,6 +13,7 @@ from parley.errors import TooLarge
 
 SNIFF_BYTES = 8192
 MAX_NAME_CHARS = 200
+_SPACES = "\t\n\r\x0b\x0c"
 
 
 class UploadStaging:
@@ -54,7 +55,13 @@ def sanitize_name(raw: str | None, fallback_extension: str) -> str:
     characters, no leading dots, at most MAX_NAME_CHARS (the extension is kept when cutting)."""
     name = unicodedata.normalize("NFC", raw or "")
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(" " if ch.isspace() else ch for ch in name if unicodedata.category(ch)[0] != "C" or ch.isspace())
+    # Line breaks and tabs become spaces; every other control or format character (bidi overrides
+    # that disguise an extension, NUL, ...) goes.
+    name = "".join(
+        " " if ch in _SPACES or ch.isspace() and unicodedata.category(ch)[0] != "C" else ch
+        for ch in name
+        if ch in _SPACES or unicodedata.category(ch)[0] != "C"
+    )
     name = " ".join(name.split()).lstrip(". ")
     if not name:
         name = f"file{fallback_extension}"
