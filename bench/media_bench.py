@@ -181,8 +181,9 @@ def main() -> None:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         stack.enter_context(child([sys.executable, "-c", API_PROCESS, str(port)], env, directory / "api.log"))
-        worker_log = directory / "worker.log"
-        stack.enter_context(child([sys.executable, "-m", "parley.cli", "worker", "--concurrency", "2"], env, worker_log))
+        stack.enter_context(child(
+            [sys.executable, "-m", "parley.cli", "worker", "--concurrency", "2"], env, directory / "worker.log"
+        ))
         stack.enter_context(child([sys.executable, "-m", "parley.cli", "beat"], env, directory / "beat.log"))
 
         def api_up() -> bool:
@@ -195,13 +196,16 @@ def main() -> None:
                 return False
 
         wait_for(api_up, "the API", READY_TIMEOUT)
-        wait_for(lambda: " ready." in worker_log.read_text(errors="replace"), "the worker", READY_TIMEOUT)
-        print(f"logs in {directory}")
+        print(f"logs in {directory}", flush=True)
         print(f"making {args.distinct_images} distinct 2-4 MP JPEGs ...", flush=True)
         images = make_jpegs(args.distinct_images)
-        print(f"  sizes {min(map(len, images)) // 1024}-{max(map(len, images)) // 1024} KiB")
+        print(f"  sizes {min(map(len, images)) // 1024}-{max(map(len, images)) // 1024} KiB", flush=True)
         auth = asyncio.run(make_uploader(database_url))
         engine = create_sync_db_engine(settings)
+        # Warm-up, which also waits for the worker (it logs at WARNING, so not its " ready."):
+        # one upload per worker process, processed.
+        warm, _ = asyncio.run(paced(base, auth, images, 2, 10.0))
+        wait_for(lambda: unfinished(engine, [u.attachment_id for u in warm]) == 0, "the warm-up", READY_TIMEOUT)
 
         uploads, elapsed = asyncio.run(paced(base, auth, images, args.uploads, args.rate))
         ids = [u.attachment_id for u in uploads]

@@ -5,7 +5,8 @@ with the storage and media adapters from integrations/.
   `ready` or `failed`. Started by the media consumer of `attachment.uploaded`.
 - parley.delete_attachment_files: remove the stored files of deleted attachments. Started by the
   consumer of `attachment.deleted`.
-- parley.purge_unattached_uploads: beat's periodic removal of uploads never attached.
+- parley.purge_unattached_uploads: beat's periodic removal of uploads never attached (and failing
+  of uploads whose processing was abandoned).
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from integrations.media.processor import PillowAvProcessor
 from integrations.storage.configured import storage_for
-from parley.services.attachment_processing import process_upload, purge_unattached, record_failure, remove_files
+from parley.services.attachment_processing import (
+    fail_abandoned,
+    process_upload,
+    purge_unattached,
+    record_failure,
+    remove_files,
+)
 from parley.services.storage import Storage
 from parley.services.uploads import remove_stale_staging, staging_directory
 from workers.media_task_names import DELETE_FILES_TASK, MEDIA_QUEUE, PROCESS_TASK, PURGE_TASK
@@ -39,6 +46,8 @@ PROCESS_SOFT_TIME_LIMIT = 120
 PROCESS_TIME_LIMIT = 150
 # Staging files older than this were left by an API process that died mid-upload.
 STALE_STAGING_SECONDS = 3600.0
+# An upload still processing after this long has no task left that will finish it.
+ABANDONED_PROCESSING_SECONDS = 900.0
 
 MEDIA_TASK_ROUTES = {name: {"queue": MEDIA_QUEUE} for name in (PROCESS_TASK, DELETE_FILES_TASK, PURGE_TASK)}
 
@@ -46,8 +55,9 @@ _storages: dict[tuple[int, int], Storage] = {}
 
 
 def media_beat_schedule(max_age_seconds: float) -> dict[str, Any]:
-    # Often enough that an upload outlives its maximum age by at most half of it (and an hour).
-    every = min(3600.0, max(10.0, max_age_seconds / 2))
+    # Often enough that an upload outlives its maximum age by at most half of it, and that abandoned
+    # processing is noticed within minutes.
+    every = min(300.0, max(10.0, max_age_seconds / 2))
     return {
         "attachments-purge-unattached": {
             "task": PURGE_TASK,
@@ -116,8 +126,11 @@ def purge_unattached_uploads(task: Task) -> int:
     context: WorkerContext = task.app.parley
     settings = context.settings
     deleted = purge_unattached(context.sessions, settings.unattached_upload_max_age)
+    abandoned = fail_abandoned(context.sessions, ABANDONED_PROCESSING_SECONDS)
     remove_stale_staging(staging_directory(settings.storage_path), STALE_STAGING_SECONDS, time.time())
-    if deleted:
-        task.app.send_task(DISPATCH_TASK)  # their attachment.deleted event, now rather than at the sweep
+    if abandoned:
+        log.warning("attachment.abandoned", extra={"task_id": task.request.id, "attachment_ids": abandoned})
+    if deleted or abandoned:
+        task.app.send_task(DISPATCH_TASK)  # their events, now rather than at the sweep
         log.info("attachment.purged", extra={"task_id": task.request.id, "attachments": len(deleted)})
     return len(deleted)

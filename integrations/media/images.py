@@ -8,8 +8,11 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from integrations.media.renditions import encode, has_alpha, thumbnails
-from parley.services.attachment_processing import MediaFacts, MediaRejected
+from integrations.media.jpeg_metadata import NotAJpeg, strip_jpeg_metadata
+from integrations.media.renditions import THUMBNAIL_SIZES, encode, has_alpha, thumbnails
+from parley.services.attachment_processing import MediaFacts, MediaRejected, Rendition
+
+ORIENTATION = 0x0112
 
 # Formats an upload sniffed as an image may decode as; anything else Pillow knows is refused.
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
@@ -51,6 +54,8 @@ def _render(path: Path, image: Image.Image, *, animated: bool) -> MediaFacts:
         first = image.convert("RGBA")
         first.load()
         return MediaFacts(width=image.width, height=image.height, thumbnails=thumbnails(first, keep_alpha=True))
+    if image.format == "JPEG" and image.getexif().get(ORIENTATION, 1) == 1:
+        return _upright_jpeg(path, image, icc)
     image.load()  # decodes everything: a truncated file fails here
     upright = ImageOps.exif_transpose(image)  # rotates per the EXIF orientation, and drops that tag
     alpha = has_alpha(upright)
@@ -60,4 +65,25 @@ def _render(path: Path, image: Image.Image, *, animated: bool) -> MediaFacts:
         height=upright.height,
         content=cleaned,
         thumbnails=thumbnails(upright, keep_alpha=alpha, icc_profile=icc),
+    )
+
+
+def _upright_jpeg(path: Path, image: Image.Image, icc: bytes | None) -> MediaFacts:
+    """A JPEG already upright needs no re-encoding: its metadata segments are cut out losslessly,
+    and only the thumbnails need pixels, which libjpeg can decode at a reduced scale."""
+    width, height = image.size
+    try:
+        cleaned = strip_jpeg_metadata(path.read_bytes())
+    except NotAJpeg as exc:
+        raise MediaRejected(f"corrupt or truncated image: {exc}") from exc
+    largest = max(THUMBNAIL_SIZES)
+    scale = largest / max(width, height)
+    if scale < 1:
+        image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+    image.load()  # a truncated file fails here
+    return MediaFacts(
+        width=width,
+        height=height,
+        content=Rendition(cleaned, "image/jpeg", width, height),
+        thumbnails=thumbnails(image, keep_alpha=False, icc_profile=icc),
     )

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.api.app import init_app
 from parley.config import Settings
+from parley.db import create_sync_db_engine, sync_session_factory
 from parley.models import Attachment, Event
+from parley.services.attachment_processing import fail_abandoned
 from tests import media_samples
 from tests.api.conftest import MakePerson, Person, provision, send, start_conversation
 from tests.api.uploads import UPLOADS, process_uploads, upload, upload_response
@@ -307,3 +309,34 @@ async def test_deleting_the_message_removes_its_uploads_and_records_their_deleti
         deleted = (await session.scalars(select(Event).where(Event.type == "attachment.deleted"))).one()
     assert deleted.payload == {"attachment_ids": [created["id"]], "message_id": sent["id"]}
     assert deleted.conversation_id == conversation["id"]
+
+
+async def test_processing_that_never_finishes_ends_as_failed(
+    client: TestClient, make_person: MakePerson, settings: Settings
+) -> None:
+    alice = await make_person("alice")
+    created = await upload(client, alice, "a.png", media_samples.png())
+    engine = create_sync_db_engine(settings)
+    try:
+        sessions = sync_session_factory(engine)
+        assert fail_abandoned(sessions, older_than_seconds=3600) == []  # too young to give up on
+        assert fail_abandoned(sessions, older_than_seconds=0) == [created["id"]]
+    finally:
+        engine.dispose()
+    shown = await (await client.get(f"{UPLOADS}/{created['id']}", headers=alice.auth)).json()
+    assert shown["status"] == "failed" and "did not finish" in shown["failure_reason"]
+    assert process_uploads(settings) == {}  # a late task finds nothing to do
+
+
+async def test_an_upright_jpeg_loses_its_metadata_but_not_a_pixel(
+    client: TestClient, make_person: MakePerson, settings: Settings
+) -> None:
+    alice = await make_person("alice")
+    original = media_samples.jpeg_with_gps(1024, 768, orientation=1)
+    created = await upload(client, alice, "upright.jpg", original)
+    process_uploads(settings)
+    served = await (await client.get(f"{UPLOADS}/{created['id']}/content", headers=alice.auth)).read()
+    assert media_samples.gps_of(served) == {} and b"Parley Test Camera" not in served
+    with Image.open(io.BytesIO(served)) as cleaned, Image.open(io.BytesIO(original)) as uploaded:
+        assert dict(cleaned.getexif()) == {}
+        assert cleaned.tobytes() == uploaded.tobytes()  # not re-encoded

@@ -123,6 +123,22 @@ def _examine(storage: Storage, processor: MediaProcessor, job: Job) -> MediaFact
         return processor.image(path) if job.kind is AttachmentKind.IMAGE else processor.video(path)
 
 
+def fail_abandoned(sessions: sessionmaker[Session], older_than_seconds: float) -> list[str]:
+    """Uploads still `processing` long after any task could have finished (the task was lost, or
+    its worker was killed at the hard time limit) end as `failed`, never stuck. Their ids."""
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    with sessions() as session:
+        stuck = list(
+            session.scalars(
+                select(Attachment.id)
+                .where(Attachment.status == AttachmentStatus.PROCESSING, Attachment.created_at < cutoff)
+                .limit(PURGE_BATCH)
+            )
+        )
+    reason = "processing did not finish (the file may crash or hang the media worker)"
+    return [attachment_id for attachment_id in stuck if record_failure(sessions, attachment_id, reason) == "failed"]
+
+
 def record_failure(sessions: sessionmaker[Session], attachment_id: str, reason: str) -> str:
     return _record(sessions, attachment_id, AttachmentStatus.FAILED, MediaFacts(), None, [], reason)
 
