@@ -63,6 +63,7 @@ def downgrade() -> None:
                             sqlite_where=sa.text('message_id IS NULL'))
         batch_op.drop_index(batch_op.f('ix_attachments_uploader_id'))
         batch_op.drop_constraint(batch_op.f('fk_attachments_uploader_id_users'), type_='foreignkey')
+        batch_op.drop_constraint(batch_op.f('ck_attachments_attachmentstatus'), type_='check')
         for column in ('processed_at', 'created_at', 'failure_reason', 'thumbnails', 'codec', 'duration_seconds',
                        'height', 'width', 'storage_key', 'status', 'uploader_id'):
             batch_op.drop_column(column)
