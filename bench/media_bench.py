@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import io
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -52,7 +53,7 @@ from events_bench import (  # noqa: E402  (a sibling script, not a package)
 from parley.config import load_settings  # noqa: E402
 from parley.db import async_session_factory, create_async_db_engine, create_sync_db_engine  # noqa: E402
 from parley.migrate import upgrade_to_head  # noqa: E402
-from parley.models import Attachment, AttachmentStatus  # noqa: E402
+from parley.models import Attachment, AttachmentStatus, ConsumerReceipt, Event  # noqa: E402
 from parley.services.tokens import create_token  # noqa: E402
 from parley.services.users import NewUser, create_user  # noqa: E402
 
@@ -152,6 +153,27 @@ def ready_ms(engine, ids: list[str]) -> tuple[list[float], int]:  # type: ignore
     return [(r.processed_at - r.created_at).total_seconds() * 1000 for r in rows if r.processed_at], failed
 
 
+def handoff_ms(engine, after_event_id: int) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """For each attachment.uploaded event: insert -> dispatched, and insert -> the media consumer
+    handed it to a processing task (its receipt)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(Event.created_at, Event.dispatched_at, ConsumerReceipt.finished_at)
+            .join(ConsumerReceipt, ConsumerReceipt.event_id == Event.id)
+            .where(Event.type == "attachment.uploaded", Event.id > after_event_id,
+                   ConsumerReceipt.consumer == "media.process")
+        ).all()
+    return (
+        [(r.dispatched_at - r.created_at).total_seconds() * 1000 for r in rows],
+        [(r.finished_at - r.created_at).total_seconds() * 1000 for r in rows],
+    )
+
+
+def last_event_id(engine) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as connection:
+        return int(connection.scalar(select(func.coalesce(func.max(Event.id), 0))) or 0)
+
+
 def describe(values: list[float]) -> str:
     return (f"median {statistics.median(values):.0f} ms, p95 {percentile(values, 0.95):.0f} ms, "
             f"p99 {percentile(values, 0.99):.0f} ms, max {max(values):.0f} ms")
@@ -164,6 +186,8 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100, help="uploads in the burst phase (0: none)")
     parser.add_argument("--concurrency", type=int, default=8, help="burst clients")
     parser.add_argument("--distinct-images", type=int, default=12)
+    parser.add_argument("--log-level", default="WARNING", help="INFO logs each processing's duration")
+    parser.add_argument("--keep-logs", action="store_true", help="copy the logs to ./media-bench-logs")
     parser.add_argument("--postgres-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
 
@@ -176,7 +200,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
         env.update(
             PARLEY_DATABASE_URL=database_url, PARLEY_BROKER_URL=broker_url, PARLEY_STORAGE_PATH=str(directory / "storage"),
-            PARLEY_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT),
+            PARLEY_LOG_LEVEL=args.log_level, PYTHONPATH=str(ROOT),
         )
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -207,12 +231,16 @@ def main() -> None:
         warm, _ = asyncio.run(paced(base, auth, images, 2, 10.0))
         wait_for(lambda: unfinished(engine, [u.attachment_id for u in warm]) == 0, "the warm-up", READY_TIMEOUT)
 
+        before = last_event_id(engine)
         uploads, elapsed = asyncio.run(paced(base, auth, images, args.uploads, args.rate))
         ids = [u.attachment_id for u in uploads]
         wait_for(lambda: unfinished(engine, ids) == 0, "processing to finish", DRAIN_TIMEOUT)
         to_ready, failed = ready_ms(engine, ids)
         print(f"paced: {args.uploads} uploads at {args.rate:g}/s target -> {args.uploads / elapsed:.1f} uploads/s achieved")
         print(f"  upload response: {describe([u.seconds * 1000 for u in uploads])}")
+        dispatched, handed = handoff_ms(engine, before)
+        print(f"  upload commit -> event dispatched: {describe(dispatched)}")
+        print(f"  upload commit -> processing task sent (media consumer): {describe(handed)}")
         print(f"  upload commit -> ready: {describe(to_ready)}  ({failed} not ready)")
 
         if args.burst:
@@ -227,6 +255,11 @@ def main() -> None:
             wait_for(lambda: unfinished(engine, pending) == 0, "the burst's processing", DRAIN_TIMEOUT)
             print(f"  its processing backlog drained {time.perf_counter() - started:.1f} s after the last upload")
         engine.dispose()
+        if args.keep_logs:
+            kept = Path("media-bench-logs")
+            kept.mkdir(exist_ok=True)
+            for log in directory.glob("*.log"):
+                shutil.copy(log, kept / log.name)
 
 
 if __name__ == "__main__":

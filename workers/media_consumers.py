@@ -13,18 +13,18 @@ from sqlalchemy.orm import Session
 
 from parley.events import EventType
 from parley.outbox.consumers import Consumer, EventDelivery, WorkKind
-from workers.media_task_names import DELETE_FILES_TASK, MEDIA_QUEUE, PROCESS_TASK
+from workers.media_task_names import DELETE_FILES_TASK, MEDIA_QUEUE, PROCESS_TASK, PROCESSING_PRIORITY
 
 
-def _send(task_name: str, *args: object) -> None:
+def _send(task_name: str, *args: object, priority: int = 0) -> None:
     running = current_task
     if running is None:
         raise RuntimeError("media consumers run inside a Celery task (parley.consume_event)")
-    running.app.send_task(task_name, args=args, queue=MEDIA_QUEUE)
+    running.app.send_task(task_name, args=args, queue=MEDIA_QUEUE, priority=priority)
 
 
 def start_processing(session: Session, delivery: EventDelivery) -> None:
-    _send(PROCESS_TASK, delivery.payload["attachment"]["id"])
+    _send(PROCESS_TASK, delivery.payload["attachment"]["id"], priority=PROCESSING_PRIORITY)
 
 
 def remove_deleted_files(session: Session, delivery: EventDelivery) -> None:
