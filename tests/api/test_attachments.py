@@ -340,3 +340,11 @@ async def test_an_upright_jpeg_loses_its_metadata_but_not_a_pixel(
     with Image.open(io.BytesIO(served)) as cleaned, Image.open(io.BytesIO(original)) as uploaded:
         assert dict(cleaned.getexif()) == {}
         assert cleaned.tobytes() == uploaded.tobytes()  # not re-encoded
+
+
+async def test_the_upload_is_documented_as_a_multipart_form(client: TestClient) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    upload_doc = document["paths"]["/api/v1/attachments"]["post"]
+    form = upload_doc["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["properties"]["file"] == {"type": "string", "format": "binary"}
+    assert {"201", "400", "401", "413", "415"} <= set(upload_doc["responses"])
