@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from PIL import Image
 
@@ -17,6 +18,7 @@ from parley.api.app import init_app
 from tests import media_samples
 from tests.api.conftest import Person, provision
 from tests.api.uploads import UPLOADS, upload
+from tests.s3_server import S3Endpoint, s3_endpoint  # noqa: F401  (the fixture)
 from tests.workers.conftest import Processes, WorkerSetup, wait_for_worker
 from workers.celery_app import create_celery_app
 from workers.media_task_names import PURGE_TASK
@@ -106,3 +108,40 @@ async def test_uploads_are_processed_by_a_worker_and_deleted_with_their_message(
         return response.status == 404 and files_of(storage, bomb["id"]) == []
 
     await eventually(purged, "the unattached upload to be purged")
+
+
+async def test_on_s3_a_worker_processes_uploads_and_deletion_empties_the_bucket(
+    postgres_redis: WorkerSetup, processes: Processes, aiohttp_client: Any, s3_endpoint: S3Endpoint  # noqa: F811
+) -> None:
+    bucket = s3_endpoint.new_bucket()
+    storage_settings = s3_endpoint.settings_for(bucket)
+    settings = postgres_redis.settings(storage_path=str(postgres_redis.directory / "staging"), **storage_settings)
+    env = {f"PARLEY_{name.upper()}": str(value) for name, value in storage_settings.items()}
+    worker = processes.worker(postgres_redis, env=env)
+    wait_for_worker(worker)
+    client = await aiohttp_client(init_app(settings))
+    alice, bob = await provision(client, "alice"), await provision(client, "bob")
+    conversation = await (await client.post("/api/v1/conversations", json={"user_id": bob.id}, headers=alice.auth)).json()
+    photo = await upload(client, alice, "photo.jpg", media_samples.jpeg_with_gps(1600, 1200, orientation=1))
+    sent = await (await client.post(
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        json={"content": "from the bucket", "attachment_ids": [photo["id"]]}, headers=alice.auth,
+    )).json()
+
+    async def ready() -> bool:
+        shown = await (await client.get(f"{UPLOADS}/{photo['id']}", headers=bob.auth)).json()
+        return shown.get("status") == "ready"
+
+    await eventually(ready, "the photo to be processed")
+    redirect = await client.get(f"{UPLOADS}/{photo['id']}/content", headers=bob.auth, allow_redirects=False)
+    async with aiohttp.ClientSession() as browser, browser.get(redirect.headers["Location"]) as response:
+        assert response.status == 200 and media_samples.gps_of(await response.read()) == {}
+    prefix = f"attachments/{photo['id']}/"
+    assert [k.removeprefix(prefix) for k in s3_endpoint.keys(bucket)] == ["content", "thumb-1280", "thumb-320"]
+
+    await client.delete(f"/api/v1/messages/{sent['id']}", headers=alice.auth)
+
+    async def emptied() -> bool:
+        return s3_endpoint.keys(bucket) == []
+
+    await eventually(emptied, "the bucket to be emptied by the worker")
