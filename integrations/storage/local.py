@@ -8,7 +8,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from parley.services.storage import LocalFile, Location, StoredObjectMissing, check_key
+from parley.services.storage import LocalFile, Location, StorageUnavailable, StoredObjectMissing, check_key
+
+
+@contextmanager
+def _disk_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:  # disk full, permissions, a vanished mount
+        raise StorageUnavailable(f"storage could not {action}", details={"error": type(exc).__name__}) from exc
 
 
 class LocalStorage:
@@ -25,16 +33,18 @@ class LocalStorage:
 
     def store_file(self, key: str, source: Path, content_type: str) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Staging lives under the same root, so this is a rename: the object appears whole or not at all.
-        os.replace(source, target)
+        with _disk_errors("store the file"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Staging lives under the same root, so this is a rename: the object appears whole or not at all.
+            os.replace(source, target)
 
     def store_bytes(self, key: str, data: bytes, content_type: str) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, target)
+        with _disk_errors("store the file"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(data)
+            os.replace(partial, target)
 
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:

@@ -51,3 +51,9 @@ class NotReady(DomainError):
     """The thing exists but cannot be used yet, or any more (an attachment still processing, or failed)."""
 
     code = "not_ready"
+
+
+class Unavailable(DomainError):
+    """A dependency (storage, ...) is down: try again later."""
+
+    code = "unavailable"

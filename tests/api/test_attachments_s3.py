@@ -4,6 +4,7 @@ redirect to presigned URLs, which the test then fetches like a browser would."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -107,3 +108,17 @@ async def test_others_get_no_redirect_and_deletion_empties_the_bucket(
     remove_files(storage_for(s3_settings), deleted.payload["attachment_ids"])
     assert s3_endpoint.keys(bucket) == [f"attachments/{kept['id']}/content", f"attachments/{kept['id']}/thumb-1280",
                                         f"attachments/{kept['id']}/thumb-320"]
+
+
+async def test_an_unreachable_bucket_is_a_503_and_leaves_nothing(
+    aiohttp_client: Any, make_person: MakePerson, s3_settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    alice = await make_person("alice")
+    missing = load_settings(**{**s3_settings.model_dump(), "s3_bucket": "no-such-bucket"})
+    client = await aiohttp_client(init_app(missing))
+    response = await upload_response(client, alice, "a.png", media_samples.png())
+    assert response.status == 503
+    assert (await response.json())["error"]["code"] == "storage_unavailable"
+    async with sessions() as session:
+        assert (await session.scalars(select(Event).where(Event.type == "attachment.uploaded"))).first() is None
+    assert list(Path(missing.storage_path).rglob("upload-*")) == []  # no staging file left either

@@ -10,7 +10,17 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from parley.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, NotReady, TooLarge, UnsupportedMedia
+from parley.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    NotReady,
+    TooLarge,
+    Unavailable,
+    UnsupportedMedia,
+)
 
 log = logging.getLogger("parley.api")
 
@@ -22,6 +32,7 @@ _STATUS_OF: list[tuple[type[DomainError], int]] = [
     (NotReady, 409),
     (TooLarge, 413),
     (UnsupportedMedia, 415),
+    (Unavailable, 503),
 ]
 
 _CODE_OF_HTTP_STATUS = {

@@ -9,6 +9,7 @@ a disk or an S3 round trip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -24,7 +25,14 @@ from parley.models import Attachment, AttachmentKind, AttachmentStatus, Conversa
 from parley.schemas import AttachmentOut, UploadOut
 from parley.services.attachment_views import ATTACHMENT_VIEW_COLUMNS, attachment_out, content_url, upload_out
 from parley.services.outbox import record_event
-from parley.services.storage import ORIGINAL, Location, Storage, attachment_key, attachment_prefix
+from parley.services.storage import (
+    ORIGINAL,
+    Location,
+    Storage,
+    StorageUnavailable,
+    attachment_key,
+    attachment_prefix,
+)
 from parley.services.uploads import UploadStaging, sanitize_name
 
 @dataclass(frozen=True)
@@ -72,8 +80,10 @@ async def accept_upload(
                 view = upload_out(attachment, None)
                 await record_event(session, EventType.ATTACHMENT_UPLOADED, AttachmentUploaded(attachment=view), conversation_id=None)
         except BaseException:
-            # No row, so no stored file either.
-            await asyncio.to_thread(storage.delete_prefix, attachment_prefix(attachment_id))
+            # No row, so no stored file either. Should storage fail here too, the first error is the
+            # one to report; the stray file is then only unreachable (no row names it).
+            with contextlib.suppress(StorageUnavailable):
+                await asyncio.to_thread(storage.delete_prefix, attachment_prefix(attachment_id))
             raise
         return view
     finally:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from parley.errors import Unavailable
 from parley.ids import is_valid_id
 
 _KEY = re.compile(r"^attachments/[0-9A-HJKMNP-TV-Z]{26}/[a-z0-9-]{1,40}$")
@@ -60,6 +61,13 @@ class Storage(Protocol):
 
 class StoredObjectMissing(Exception):
     """The object is not in storage (deleted meanwhile)."""
+
+
+class StorageUnavailable(Unavailable):
+    """Adapters raise this for the store's own failures (unreachable, refusing, disk full), so that
+    callers need not know boto3's or the filesystem's exceptions: the API answers 503, tasks retry."""
+
+    code = "storage_unavailable"
 
 
 def attachment_prefix(attachment_id: str) -> str:

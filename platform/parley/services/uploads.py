@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from parley.errors import TooLarge
+from parley.services.storage import StorageUnavailable
 
 SNIFF_BYTES = 8192
 MAX_NAME_CHARS = 200
@@ -18,13 +19,16 @@ _SPACES = "\t\n\r\x0b\x0c"
 
 class UploadStaging:
     def __init__(self, directory: Path, limit: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
         # A random name of our own: nothing the client sent reaches the filesystem.
         self.path = directory / f"upload-{secrets.token_hex(16)}"
         self.limit = limit
         self.size = 0
         self.head = b""
-        self._file: BinaryIO | None = self.path.open("xb")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._file: BinaryIO | None = self.path.open("xb")
+        except OSError as exc:
+            raise StorageUnavailable("uploads cannot be staged", details={"error": type(exc).__name__}) from exc
 
     def add(self, chunk: bytes) -> None:
         """Append a chunk; past the limit the staged bytes are discarded and TooLarge raised."""
@@ -38,7 +42,11 @@ class UploadStaging:
         if len(self.head) < SNIFF_BYTES:
             self.head += chunk[: SNIFF_BYTES - len(self.head)]
         assert self._file is not None
-        self._file.write(chunk)
+        try:
+            self._file.write(chunk)
+        except OSError as exc:  # the disk is full
+            self.discard()
+            raise StorageUnavailable("uploads cannot be staged", details={"error": type(exc).__name__}) from exc
 
     def finish(self) -> None:
         if self._file is not None:

@@ -64,7 +64,7 @@ async def _receive(part: BodyPartReader, staging: UploadStaging) -> None:
     "POST", "/api/v1/attachments",
     summary="Upload one file (multipart/form-data, a part with a filename): 201, `processing` until a media "
     "worker has made it `ready`. Attach it by sending a message with `attachment_ids`.",
-    responses={201: UploadOut}, errors=(400, 413, 415, 422), upload_field="file",
+    responses={201: UploadOut}, errors=(400, 413, 415, 422, 503), upload_field="file",
 )
 async def upload_attachment(request: web.Request) -> web.Response:
     user = current_user(request)
