@@ -50,10 +50,15 @@ def animated_gif(width: int = 200, height: int = 100, frames: int = 4) -> bytes:
     return buffer.getvalue()
 
 
+VIDEO_LOCATION = "+51.5000-000.1200/"  # ISO 6709, as phones record where a video was shot
+
+
 def mp4(width: int = 320, height: int = 240, frames: int = 10, rate: int = 10) -> bytes:
-    """A one-second H.264 MP4 (PyAV's wheels bundle the encoder)."""
+    """A one-second H.264 MP4 (PyAV's wheels bundle the encoder) that says where it was shot."""
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
+        container.metadata["location"] = VIDEO_LOCATION
+        container.metadata["title"] = "Parley test clip"
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for n in range(frames):
@@ -111,3 +116,9 @@ def png_bomb(side: int = 10_000) -> bytes:
 def truncated_jpeg() -> bytes:
     data = jpeg_with_gps(800, 600, orientation=1)
     return data[: len(data) // 3]
+
+
+def video_facts(data: bytes) -> tuple[dict[str, str], int]:
+    """A video's container metadata and how many frames decode from it."""
+    with av.open(io.BytesIO(data)) as container:
+        return dict(container.metadata), sum(1 for _ in container.decode(video=0))

@@ -17,5 +17,5 @@ class PillowAvProcessor:
     def image(self, path: Path) -> MediaFacts:
         return process_image(path, self.max_pixels)
 
-    def video(self, path: Path) -> MediaFacts:
-        return process_video(path, self.max_pixels)
+    def video(self, path: Path, content_type: str, workdir: Path) -> MediaFacts:
+        return process_video(path, content_type, workdir, self.max_pixels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -35,8 +36,17 @@ class LocalStorage:
         target = self._path(key)
         with _disk_errors("store the file"):
             target.parent.mkdir(parents=True, exist_ok=True)
-            # Staging lives under the same root, so this is a rename: the object appears whole or not at all.
-            os.replace(source, target)
+            try:
+                # Staging lives under the root, so this is a rename: the object appears whole or not at all.
+                os.replace(source, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                # From another filesystem (a worker's temporary folder): copy beside it, then rename.
+                partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+                shutil.copyfile(source, partial)
+                os.replace(partial, target)
+                source.unlink(missing_ok=True)
 
     def store_bytes(self, key: str, data: bytes, content_type: str) -> None:
         target = self._path(key)

@@ -192,6 +192,10 @@ async def test_png_gif_video_and_pdf_are_processed(client: TestClient, make_pers
     clip = await shown("clip.mp4")
     assert (clip["width"], clip["height"], clip["codec"]) == (320, 240, "h264")
     assert clip["duration_seconds"] == pytest.approx(1.0, abs=0.15)
+    assert media_samples.video_facts(media_samples.mp4())[0]["location"] == media_samples.VIDEO_LOCATION
+    served_clip = await (await client.get(f"{UPLOADS}/{ids['clip.mp4']}/content", headers=alice.auth)).read()
+    metadata, frames = media_samples.video_facts(served_clip)
+    assert "location" not in metadata and "title" not in metadata and frames == 10  # same video, no metadata
     poster = await client.get(f"{UPLOADS}/{ids['clip.mp4']}/thumbnail", headers=alice.auth)
     with Image.open(io.BytesIO(await poster.read())) as image:
         assert image.size == (320, 240)

@@ -9,6 +9,7 @@ outcome is recorded only while the upload is still `processing`.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -30,12 +31,14 @@ PURGE_BATCH = 500
 
 @dataclass(frozen=True)
 class Rendition:
-    """An image made from an upload: its cleaned copy or a thumbnail."""
+    """A file made from an upload: its cleaned copy or a thumbnail. Small ones are bytes; large
+    ones (a remuxed video) a file in the job's work directory."""
 
     data: bytes
     content_type: str
     width: int
     height: int
+    path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,15 @@ class MediaRejected(Exception):
 class MediaProcessor(Protocol):
     def image(self, path: Path) -> MediaFacts: ...
 
-    def video(self, path: Path) -> MediaFacts: ...
+    def video(self, path: Path, content_type: str, workdir: Path) -> MediaFacts:
+        """`workdir` is the job's own scratch folder, removed when the job ends."""
 
 
 @dataclass(frozen=True)
 class Job:
     attachment_id: str
     kind: AttachmentKind
+    content_type: str
     storage_key: str
 
 
@@ -75,7 +80,7 @@ def pending_job(sessions: sessionmaker[Session], attachment_id: str) -> Job | No
         attachment = session.get(Attachment, attachment_id)
         if attachment is None or attachment.status != AttachmentStatus.PROCESSING or attachment.storage_key is None:
             return None
-        return Job(attachment.id, attachment.kind, attachment.storage_key)
+        return Job(attachment.id, attachment.kind, attachment.content_type, attachment.storage_key)
 
 
 def process_upload(
@@ -86,26 +91,27 @@ def process_upload(
     job = pending_job(sessions, attachment_id)
     if job is None:
         return "not_pending"
-    try:
-        facts = _examine(storage, processor, job)
-    except MediaRejected as exc:
-        return record_failure(sessions, attachment_id, str(exc))
-    except StoredObjectMissing:
-        return "gone" if pending_job(sessions, attachment_id) is None else record_failure(
-            sessions, attachment_id, "the uploaded file is missing from storage"
-        )
-    served_key = job.storage_key
-    thumbnails = []
-    if facts.content is not None:
-        served_key = attachment_key(attachment_id, CONTENT)
-        storage.store_bytes(served_key, facts.content.data, facts.content.content_type)
-    for size, rendition in sorted(facts.thumbnails.items()):
-        key = thumbnail_key(attachment_id, size)
-        storage.store_bytes(key, rendition.data, rendition.content_type)
-        thumbnails.append(
-            {"size": size, "key": key, "width": rendition.width, "height": rendition.height,
-             "content_type": rendition.content_type}
-        )
+    with tempfile.TemporaryDirectory(prefix="parley-media-") as workdir:
+        try:
+            facts = _examine(storage, processor, job, Path(workdir))
+        except MediaRejected as exc:
+            return record_failure(sessions, attachment_id, str(exc))
+        except StoredObjectMissing:
+            return "gone" if pending_job(sessions, attachment_id) is None else record_failure(
+                sessions, attachment_id, "the uploaded file is missing from storage"
+            )
+        served_key = job.storage_key
+        if facts.content is not None:
+            served_key = attachment_key(attachment_id, CONTENT)
+            _store(storage, served_key, facts.content)
+        thumbnails = []
+        for size, rendition in sorted(facts.thumbnails.items()):
+            key = thumbnail_key(attachment_id, size)
+            _store(storage, key, rendition)
+            thumbnails.append(
+                {"size": size, "key": key, "width": rendition.width, "height": rendition.height,
+                 "content_type": rendition.content_type}
+            )
     outcome = _record(sessions, attachment_id, AttachmentStatus.READY, facts, served_key, thumbnails, None)
     if outcome == "gone":
         # Deleted while we worked: what we just stored belongs to nobody.
@@ -116,11 +122,20 @@ def process_upload(
     return outcome
 
 
-def _examine(storage: Storage, processor: MediaProcessor, job: Job) -> MediaFacts:
+def _store(storage: Storage, key: str, rendition: Rendition) -> None:
+    if rendition.path is not None:
+        storage.store_file(key, rendition.path, rendition.content_type)
+    else:
+        storage.store_bytes(key, rendition.data, rendition.content_type)
+
+
+def _examine(storage: Storage, processor: MediaProcessor, job: Job, workdir: Path) -> MediaFacts:
     if job.kind is AttachmentKind.DOCUMENT:
         return MediaFacts()  # documents are stored as they are
     with storage.local_copy(job.storage_key) as path:
-        return processor.image(path) if job.kind is AttachmentKind.IMAGE else processor.video(path)
+        if job.kind is AttachmentKind.IMAGE:
+            return processor.image(path)
+        return processor.video(path, job.content_type, workdir)
 
 
 def fail_abandoned(sessions: sessionmaker[Session], older_than_seconds: float) -> list[str]:
