@@ -105,7 +105,9 @@ async def upload_one(http: aiohttp.ClientSession, base: str, auth: dict[str, str
     return Upload(started, time.perf_counter() - started, body["id"])
 
 
-async def paced(base: str, auth: dict[str, str], images: list[bytes], count: int, rate: float) -> tuple[list[Upload], float]:
+async def paced(
+    base: str, auth: dict[str, str], images: list[bytes], count: int, rate: float
+) -> tuple[list[Upload], float]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
         began = time.perf_counter()
 
@@ -117,7 +119,9 @@ async def paced(base: str, auth: dict[str, str], images: list[bytes], count: int
         return list(uploads), time.perf_counter() - began
 
 
-async def burst(base: str, auth: dict[str, str], images: list[bytes], count: int, concurrency: int) -> tuple[float, int]:
+async def burst(
+    base: str, auth: dict[str, str], images: list[bytes], count: int, concurrency: int
+) -> tuple[float, int]:
     next_index = 0
     sent_bytes = 0
 
@@ -138,10 +142,14 @@ async def burst(base: str, auth: dict[str, str], images: list[bytes], count: int
 
 def unfinished(engine, ids: list[str]) -> int:  # type: ignore[no-untyped-def]
     with engine.connect() as connection:
-        return int(connection.scalar(
-            select(func.count()).select_from(Attachment)
-            .where(Attachment.id.in_(ids), Attachment.status == AttachmentStatus.PROCESSING)
-        ) or 0)
+        return int(
+            connection.scalar(
+                select(func.count())
+                .select_from(Attachment)
+                .where(Attachment.id.in_(ids), Attachment.status == AttachmentStatus.PROCESSING)
+            )
+            or 0
+        )
 
 
 def ready_ms(engine, ids: list[str]) -> tuple[list[float], int]:  # type: ignore[no-untyped-def]
@@ -160,8 +168,11 @@ def handoff_ms(engine, after_event_id: int) -> tuple[list[float], list[float]]: 
         rows = connection.execute(
             select(Event.created_at, Event.dispatched_at, ConsumerReceipt.finished_at)
             .join(ConsumerReceipt, ConsumerReceipt.event_id == Event.id)
-            .where(Event.type == "attachment.uploaded", Event.id > after_event_id,
-                   ConsumerReceipt.consumer == "media.process")
+            .where(
+                Event.type == "attachment.uploaded",
+                Event.id > after_event_id,
+                ConsumerReceipt.consumer == "media.process",
+            )
         ).all()
     return (
         [(r.dispatched_at - r.created_at).total_seconds() * 1000 for r in rows],
@@ -175,8 +186,10 @@ def last_event_id(engine) -> int:  # type: ignore[no-untyped-def]
 
 
 def describe(values: list[float]) -> str:
-    return (f"median {statistics.median(values):.0f} ms, p95 {percentile(values, 0.95):.0f} ms, "
-            f"p99 {percentile(values, 0.99):.0f} ms, max {max(values):.0f} ms")
+    return (
+        f"median {statistics.median(values):.0f} ms, p95 {percentile(values, 0.95):.0f} ms, "
+        f"p99 {percentile(values, 0.99):.0f} ms, max {max(values):.0f} ms"
+    )
 
 
 def main() -> None:
@@ -199,15 +212,18 @@ def main() -> None:
         upgrade_to_head(settings)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
         env.update(
-            PARLEY_DATABASE_URL=database_url, PARLEY_BROKER_URL=broker_url, PARLEY_STORAGE_PATH=str(directory / "storage"),
-            PARLEY_LOG_LEVEL=args.log_level, PYTHONPATH=str(ROOT),
+            PARLEY_DATABASE_URL=database_url,
+            PARLEY_BROKER_URL=broker_url,
+            PARLEY_STORAGE_PATH=str(directory / "storage"),
+            PARLEY_LOG_LEVEL=args.log_level,
+            PYTHONPATH=str(ROOT),
         )
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         stack.enter_context(child([sys.executable, "-c", API_PROCESS, str(port)], env, directory / "api.log"))
-        stack.enter_context(child(
-            [sys.executable, "-m", "parley.cli", "worker", "--concurrency", "2"], env, directory / "worker.log"
-        ))
+        stack.enter_context(
+            child([sys.executable, "-m", "parley.cli", "worker", "--concurrency", "2"], env, directory / "worker.log")
+        )
         stack.enter_context(child([sys.executable, "-m", "parley.cli", "beat"], env, directory / "beat.log"))
 
         def api_up() -> bool:
@@ -236,7 +252,9 @@ def main() -> None:
         ids = [u.attachment_id for u in uploads]
         wait_for(lambda: unfinished(engine, ids) == 0, "processing to finish", DRAIN_TIMEOUT)
         to_ready, failed = ready_ms(engine, ids)
-        print(f"paced: {args.uploads} uploads at {args.rate:g}/s target -> {args.uploads / elapsed:.1f} uploads/s achieved")
+        print(
+            f"paced: {args.uploads} uploads at {args.rate:g}/s target -> {args.uploads / elapsed:.1f} uploads/s achieved"
+        )
         print(f"  upload response: {describe([u.seconds * 1000 for u in uploads])}")
         dispatched, handed = handoff_ms(engine, before)
         print(f"  upload commit -> event dispatched: {describe(dispatched)}")
@@ -245,13 +263,15 @@ def main() -> None:
 
         if args.burst:
             seconds, sent = asyncio.run(burst(base, auth, images, args.burst, args.concurrency))
-            print(f"burst: {args.burst} uploads from {args.concurrency} clients in {seconds:.1f} s -> "
-                  f"{args.burst / seconds:.1f} uploads/s, {sent / seconds / 1_048_576:.1f} MiB/s")
+            print(
+                f"burst: {args.burst} uploads from {args.concurrency} clients in {seconds:.1f} s -> "
+                f"{args.burst / seconds:.1f} uploads/s, {sent / seconds / 1_048_576:.1f} MiB/s"
+            )
             started = time.perf_counter()
             with engine.connect() as connection:
-                pending = list(connection.scalars(
-                    select(Attachment.id).where(Attachment.status == AttachmentStatus.PROCESSING)
-                ))
+                pending = list(
+                    connection.scalars(select(Attachment.id).where(Attachment.status == AttachmentStatus.PROCESSING))
+                )
             wait_for(lambda: unfinished(engine, pending) == 0, "the burst's processing", DRAIN_TIMEOUT)
             print(f"  its processing backlog drained {time.perf_counter() - started:.1f} s after the last upload")
         engine.dispose()

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
-import pytest
 from moto.server import ThreadedMotoServer
-
-from tests.workers.conftest import free_port
 
 ACCESS_KEY = "parley-test-key"
 SECRET_KEY = "parley-test-secret"
@@ -24,8 +20,11 @@ class S3Endpoint:
 
     def client(self) -> Any:
         return boto3.client(
-            "s3", endpoint_url=self.url, region_name=REGION,
-            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+            "s3",
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
         )
 
     def new_bucket(self) -> str:
@@ -39,15 +38,17 @@ class S3Endpoint:
 
     def settings_for(self, bucket: str) -> dict[str, object]:
         return {
-            "storage_backend": "s3", "s3_bucket": bucket, "s3_endpoint_url": self.url, "s3_region": REGION,
-            "s3_access_key_id": ACCESS_KEY, "s3_secret_access_key": SECRET_KEY,
+            "storage_backend": "s3",
+            "s3_bucket": bucket,
+            "s3_endpoint_url": self.url,
+            "s3_region": REGION,
+            "s3_access_key_id": ACCESS_KEY,
+            "s3_secret_access_key": SECRET_KEY,
         }
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[S3Endpoint]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+def start_s3_server() -> tuple[S3Endpoint, ThreadedMotoServer]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # 0: any free port
     server.start()
-    yield S3Endpoint(f"http://127.0.0.1:{port}")
-    server.stop()
+    host, port = server.get_host_and_port()
+    return S3Endpoint(f"http://{host}:{port}"), server

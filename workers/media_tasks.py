@@ -69,8 +69,13 @@ def media_beat_schedule(max_age_seconds: float) -> dict[str, Any]:
 
 def register_media_tasks(app: ParleyCelery) -> None:
     app.task(
-        process_attachment, name=PROCESS_TASK, bind=True, shared=False, max_retries=None,
-        soft_time_limit=PROCESS_SOFT_TIME_LIMIT, time_limit=PROCESS_TIME_LIMIT,
+        process_attachment,
+        name=PROCESS_TASK,
+        bind=True,
+        shared=False,
+        max_retries=None,
+        soft_time_limit=PROCESS_SOFT_TIME_LIMIT,
+        time_limit=PROCESS_TIME_LIMIT,
     )
     app.task(delete_attachment_files, name=DELETE_FILES_TASK, bind=True, shared=False, max_retries=None)
     app.task(purge_unattached_uploads, name=PURGE_TASK, bind=True, shared=False)

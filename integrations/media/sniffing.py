@@ -48,7 +48,21 @@ _OFFICE_PARTS = (
 )
 # ISO base media brands (bytes 8-12 after "ftyp").
 _QUICKTIME_BRANDS = {b"qt  "}
-_MP4_BRANDS = {b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash", b"M4V ", b"MSNV", b"3gp4", b"3gp5"}
+_MP4_BRANDS = {
+    b"isom",
+    b"iso2",
+    b"iso4",
+    b"iso5",
+    b"iso6",
+    b"mp41",
+    b"mp42",
+    b"avc1",
+    b"dash",
+    b"M4V ",
+    b"MSNV",
+    b"3gp4",
+    b"3gp5",
+}
 _BINARY_CONTROL = set(range(0, 9)) | {11} | set(range(14, 32)) | {127}
 
 

@@ -16,8 +16,11 @@ import av
 from integrations.media.renditions import thumbnails
 from parley.services.attachment_processing import MediaFacts, MediaRejected, Rendition
 
-_OUTPUT_FORMATS = {"video/mp4": ("mp4", {"movflags": "+faststart"}), "video/quicktime": ("mov", {"movflags": "+faststart"}),
-                   "video/webm": ("webm", {})}
+_OUTPUT_FORMATS = {
+    "video/mp4": ("mp4", {"movflags": "+faststart"}),
+    "video/quicktime": ("mov", {"movflags": "+faststart"}),
+    "video/webm": ("webm", {}),
+}
 
 
 def process_video(path: Path, content_type: str, workdir: Path, max_pixels: int) -> MediaFacts:
@@ -42,7 +45,10 @@ def process_video(path: Path, content_type: str, workdir: Path, max_pixels: int)
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
         raise MediaRejected(f"corrupt or unreadable video: {exc}") from exc
     return MediaFacts(
-        width=width, height=height, duration_seconds=duration, codec=codec,
+        width=width,
+        height=height,
+        duration_seconds=duration,
+        codec=codec,
         content=Rendition(b"", content_type, width, height, path=cleaned),
         thumbnails=thumbnails(poster, keep_alpha=False),
     )
@@ -50,9 +56,10 @@ def process_video(path: Path, content_type: str, workdir: Path, max_pixels: int)
 
 def _without_metadata(source: Path, content_type: str, target: Path) -> Path:
     output_format, options = _OUTPUT_FORMATS[content_type]
-    with av.open(str(source), mode="r", metadata_errors="ignore") as reader, av.open(
-        str(target), mode="w", format=output_format, options=options
-    ) as writer:
+    with (
+        av.open(str(source), mode="r", metadata_errors="ignore") as reader,
+        av.open(str(target), mode="w", format=output_format, options=options) as writer,
+    ):
         kept = [s for s in reader.streams if s.type in ("video", "audio")]
         copies = {s.index: writer.add_stream_from_template(s) for s in kept}
         for copy in copies.values():

@@ -40,7 +40,10 @@ async def test_the_type_comes_from_the_content_not_the_name_or_declared_type(
     alice = await make_person("alice")
     created = await upload(client, alice, "report.pdf", media_samples.png(), "application/pdf")
     assert {k: created[k] for k in ("name", "content_type", "kind", "status")} == {
-        "name": "report.pdf", "content_type": "image/png", "kind": "image", "status": "processing",
+        "name": "report.pdf",
+        "content_type": "image/png",
+        "kind": "image",
+        "status": "processing",
     }
     assert created["size"] == len(media_samples.png())
     assert {"id", "name", "content_type", "kind", "size", "status"} <= set(created)
@@ -62,8 +65,12 @@ async def test_the_type_comes_from_the_content_not_the_name_or_declared_type(
     ],
 )
 async def test_executables_and_scripts_are_refused_and_leave_nothing(
-    client: TestClient, make_person: MakePerson, settings: Settings, sessions: async_sessionmaker[AsyncSession],
-    filename: str, data: bytes,
+    client: TestClient,
+    make_person: MakePerson,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    filename: str,
+    data: bytes,
 ) -> None:
     alice = await make_person("alice")
     response = await upload_response(client, alice, filename, data, "image/jpeg")
@@ -75,7 +82,10 @@ async def test_executables_and_scripts_are_refused_and_leave_nothing(
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_an_oversized_upload_is_a_413_and_leaves_nothing(
-    aiohttp_client: Any, make_person: MakePerson, settings: Settings, sessions: async_sessionmaker[AsyncSession],
+    aiohttp_client: Any,
+    make_person: MakePerson,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
     chunked: bool,
 ) -> None:
     small = settings.model_copy(update={"max_upload_bytes": 100_000})
@@ -161,7 +171,9 @@ async def test_a_processed_jpeg_is_served_upright_without_gps_with_thumbnails(
             assert max(image.size) == long_side and dict(image.getexif()) == {}
 
 
-async def test_png_gif_video_and_pdf_are_processed(client: TestClient, make_person: MakePerson, settings: Settings) -> None:
+async def test_png_gif_video_and_pdf_are_processed(
+    client: TestClient, make_person: MakePerson, settings: Settings
+) -> None:
     alice = await make_person("alice")
     ids = {
         name: (await upload(client, alice, name, data))["id"]
@@ -260,13 +272,24 @@ async def test_sending_attaches_only_the_senders_unused_uploads(
         assert response.status == 422, await response.text()
         return dict((await response.json())["error"])
 
-    for ids, named in (([theirs["id"]], theirs["id"]), ([broken["id"]], broken["id"]),
-                       (["nope"], "nope"), ([mine["id"], mine["id"]], mine["id"])):
+    for ids, named in (
+        ([theirs["id"]], theirs["id"]),
+        ([broken["id"]], broken["id"]),
+        (["nope"], "nope"),
+        ([mine["id"], mine["id"]], mine["id"]),
+    ):
         error = await refused(ids)
         assert error["code"] == "attachment_not_usable" and error["details"]["attachment_id"] == named
 
-    sent = await send(client, alice, conversation["id"], "with a file", client_id="c1",
-                      attachment_ids=[mine["id"]], attachments=[{"name": "link.pdf", "url": "https://e.com/l.pdf"}])
+    sent = await send(
+        client,
+        alice,
+        conversation["id"],
+        "with a file",
+        client_id="c1",
+        attachment_ids=[mine["id"]],
+        attachments=[{"name": "link.pdf", "url": "https://e.com/l.pdf"}],
+    )
     assert [(a["name"], a["status"]) for a in sent["attachments"]] == [("mine.png", "ready"), ("link.pdf", "ready")]
     assert sent["attachments"][0]["url"] == f"/api/v1/attachments/{mine['id']}/content"
     assert sent["attachments"][0]["thumbnails"][0]["url"].endswith("/thumbnail?size=320")
@@ -283,7 +306,11 @@ async def test_only_the_uploader_then_the_conversations_members_see_an_attachmen
     conversation = await start_conversation(client, alice, bob)
     created = await upload(client, alice, "a.jpg", media_samples.jpeg_with_gps(400, 300))
     process_uploads(settings)
-    routes = [f"{UPLOADS}/{created['id']}", f"{UPLOADS}/{created['id']}/content", f"{UPLOADS}/{created['id']}/thumbnail"]
+    routes = [
+        f"{UPLOADS}/{created['id']}",
+        f"{UPLOADS}/{created['id']}/content",
+        f"{UPLOADS}/{created['id']}/thumbnail",
+    ]
 
     async def statuses(person: Person | None) -> list[int]:
         headers = person.auth if person is not None else {}
@@ -305,8 +332,14 @@ async def test_deleting_the_message_removes_its_uploads_and_records_their_deleti
     alice, bob = await make_person("alice"), await make_person("bob")
     conversation = await start_conversation(client, alice, bob)
     created = await upload(client, alice, "a.png", media_samples.png())
-    sent = await send(client, alice, conversation["id"], "oops", attachment_ids=[created["id"]],
-                      attachments=[{"name": "l.pdf", "url": "https://e.com/l.pdf"}])
+    sent = await send(
+        client,
+        alice,
+        conversation["id"],
+        "oops",
+        attachment_ids=[created["id"]],
+        attachments=[{"name": "l.pdf", "url": "https://e.com/l.pdf"}],
+    )
     assert (await client.delete(f"/api/v1/messages/{sent['id']}", headers=alice.auth)).status == 200
     assert (await client.get(f"{UPLOADS}/{created['id']}", headers=alice.auth)).status == 404
     async with sessions() as session:

@@ -23,18 +23,15 @@ from parley.services.attachment_processing import remove_files
 from tests import media_samples
 from tests.api.conftest import MakePerson, send, start_conversation
 from tests.api.uploads import UPLOADS, process_uploads, upload, upload_response
-from tests.s3_server import S3Endpoint, s3_endpoint  # noqa: F401  (the fixture)
-
-pytestmark = pytest.mark.usefixtures("s3_endpoint")
-
+from tests.s3_server import S3Endpoint
 
 @pytest.fixture
-def bucket(s3_endpoint: S3Endpoint) -> str:  # noqa: F811
+def bucket(s3_endpoint: S3Endpoint) -> str:
     return s3_endpoint.new_bucket()
 
 
 @pytest.fixture
-def s3_settings(settings: Settings, s3_endpoint: S3Endpoint, bucket: str) -> Settings:  # noqa: F811
+def s3_settings(settings: Settings, s3_endpoint: S3Endpoint, bucket: str) -> Settings:
     return load_settings(**{**settings.model_dump(), **s3_endpoint.settings_for(bucket), "presigned_url_seconds": 120})
 
 
@@ -49,7 +46,11 @@ async def fetch(url: str) -> tuple[int, bytes, dict[str, str]]:
 
 
 async def test_uploads_go_to_the_bucket_and_are_served_through_presigned_urls(
-    client: TestClient, make_person: MakePerson, s3_settings: Settings, s3_endpoint: S3Endpoint, bucket: str  # noqa: F811
+    client: TestClient,
+    make_person: MakePerson,
+    s3_settings: Settings,
+    s3_endpoint: S3Endpoint,
+    bucket: str,
 ) -> None:
     alice = await make_person("alice")
     created = await upload(client, alice, "gps.jpg", media_samples.jpeg_with_gps(1600, 1200))
@@ -77,7 +78,11 @@ async def test_uploads_go_to_the_bucket_and_are_served_through_presigned_urls(
 
 
 async def test_refused_uploads_leave_nothing_in_the_bucket(
-    aiohttp_client: Any, make_person: MakePerson, s3_settings: Settings, s3_endpoint: S3Endpoint, bucket: str  # noqa: F811
+    aiohttp_client: Any,
+    make_person: MakePerson,
+    s3_settings: Settings,
+    s3_endpoint: S3Endpoint,
+    bucket: str,
 ) -> None:
     alice = await make_person("alice")
     client = await aiohttp_client(init_app(load_settings(**{**s3_settings.model_dump(), "max_upload_bytes": 50_000})))
@@ -88,7 +93,11 @@ async def test_refused_uploads_leave_nothing_in_the_bucket(
 
 
 async def test_others_get_no_redirect_and_deletion_empties_the_bucket(
-    client: TestClient, make_person: MakePerson, s3_settings: Settings, s3_endpoint: S3Endpoint, bucket: str,  # noqa: F811
+    client: TestClient,
+    make_person: MakePerson,
+    s3_settings: Settings,
+    s3_endpoint: S3Endpoint,
+    bucket: str,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     alice, bob, carol = await make_person("alice"), await make_person("bob"), await make_person("carol")
@@ -106,8 +115,11 @@ async def test_others_get_no_redirect_and_deletion_empties_the_bucket(
         deleted = (await session.scalars(select(Event).where(Event.type == "attachment.deleted"))).one()
     # What the media worker does with that event (tests/workers/test_media_pipeline.py runs it there).
     remove_files(storage_for(s3_settings), deleted.payload["attachment_ids"])
-    assert s3_endpoint.keys(bucket) == [f"attachments/{kept['id']}/content", f"attachments/{kept['id']}/thumb-1280",
-                                        f"attachments/{kept['id']}/thumb-320"]
+    assert s3_endpoint.keys(bucket) == [
+        f"attachments/{kept['id']}/content",
+        f"attachments/{kept['id']}/thumb-1280",
+        f"attachments/{kept['id']}/thumb-320",
+    ]
 
 
 async def test_an_unreachable_bucket_is_a_503_and_leaves_nothing(

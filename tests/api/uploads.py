@@ -29,16 +29,21 @@ def multipart_body(filename: str, data: bytes, content_type: str = "application/
     else:  # RFC 5987, as browsers send names that a quoted header value cannot carry
         name_param = f"filename*=UTF-8''{quote(filename, safe='')}"
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; {name_param}\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; {name_param}\r\n'
         f"Content-Type: {content_type}\r\n\r\n"
     ).encode()
     return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 async def upload_response(
-    client: TestClient, person: Person, filename: str, data: bytes, content_type: str = "application/octet-stream",
-    *, chunked: bool = False,
+    client: TestClient,
+    person: Person,
+    filename: str,
+    data: bytes,
+    content_type: str = "application/octet-stream",
+    *,
+    chunked: bool = False,
 ) -> Any:
     body, form_type = multipart_body(filename, data, content_type)
     payload: Any = body
@@ -54,7 +59,11 @@ async def upload_response(
 
 
 async def upload(
-    client: TestClient, person: Person, filename: str, data: bytes, content_type: str = "application/octet-stream",
+    client: TestClient,
+    person: Person,
+    filename: str,
+    data: bytes,
+    content_type: str = "application/octet-stream",
     **kwargs: Any,
 ) -> dict[str, Any]:
     response = await upload_response(client, person, filename, data, content_type, **kwargs)

@@ -38,10 +38,16 @@ def _webp() -> bytes:
         (b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  ", "video/quicktime", "video"),
         (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm", "video/webm", "video"),
         (media_samples.pdf(), "application/pdf", "document"),
-        (_zip(["[Content_Types].xml", "word/document.xml"]),
-         "application/vnd.openxmlformats-officedocument.wordprocessingml.document", "document"),
-        (_zip(["[Content_Types].xml", "xl/workbook.xml"]),
-         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "document"),
+        (
+            _zip(["[Content_Types].xml", "word/document.xml"]),
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "document",
+        ),
+        (
+            _zip(["[Content_Types].xml", "xl/workbook.xml"]),
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "document",
+        ),
         (_zip(["notes.txt"]), "application/zip", "document"),
         ("Grüße, plain text\n".encode(), "text/plain", "document"),
         (bytes(range(256)), "application/octet-stream", "document"),
@@ -54,8 +60,13 @@ def test_accepted_types_are_known_by_their_bytes(data: bytes, content_type: str,
 
 @pytest.mark.parametrize(
     "data",
-    [media_samples.elf_executable(), media_samples.windows_executable(), b"#!/usr/bin/env python\nprint(1)\n",
-     b"\xcf\xfa\xed\xfe\x07\x00\x00\x01", b"\x00asm\x01\x00\x00\x00"],
+    [
+        media_samples.elf_executable(),
+        media_samples.windows_executable(),
+        b"#!/usr/bin/env python\nprint(1)\n",
+        b"\xcf\xfa\xed\xfe\x07\x00\x00\x01",
+        b"\x00asm\x01\x00\x00\x00",
+    ],
 )
 def test_executables_and_scripts_are_refused(data: bytes) -> None:
     assert sniff(data).kind is None

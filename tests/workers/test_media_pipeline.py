@@ -16,9 +16,9 @@ from PIL import Image
 
 from parley.api.app import init_app
 from tests import media_samples
-from tests.api.conftest import Person, provision
+from tests.api.conftest import Person, provision, start_conversation
 from tests.api.uploads import UPLOADS, upload
-from tests.s3_server import S3Endpoint, s3_endpoint  # noqa: F401  (the fixture)
+from tests.s3_server import S3Endpoint
 from tests.workers.conftest import Processes, WorkerSetup, wait_for_worker
 from workers.celery_app import create_celery_app
 from workers.media_task_names import PURGE_TASK
@@ -55,15 +55,18 @@ async def test_uploads_are_processed_by_a_worker_and_deleted_with_their_message(
     wait_for_worker(worker)
     client = await aiohttp_client(init_app(settings))
     alice, bob = await provision(client, "alice"), await provision(client, "bob")
-    conversation = await (await client.post("/api/v1/conversations", json={"user_id": bob.id}, headers=alice.auth)).json()
+    conversation = await start_conversation(client, alice, bob)
 
     photo = await upload(client, alice, "photo.jpg", media_samples.jpeg_with_gps(2000, 1500))
     clip = await upload(client, alice, "clip.mp4", media_samples.mp4())
     bomb = await upload(client, alice, "bomb.png", media_samples.png_bomb())
-    sent = await (await client.post(
-        f"/api/v1/conversations/{conversation['id']}/messages",
-        json={"content": "holiday", "attachment_ids": [photo["id"], clip["id"]]}, headers=alice.auth,
-    )).json()
+    sent = await (
+        await client.post(
+            f"/api/v1/conversations/{conversation['id']}/messages",
+            json={"content": "holiday", "attachment_ids": [photo["id"], clip["id"]]},
+            headers=alice.auth,
+        )
+    ).json()
 
     async def status(person_: Person, attachment_id: str) -> dict[str, Any] | None:
         shown = await (await client.get(f"{UPLOADS}/{attachment_id}", headers=person_.auth)).json()
@@ -111,7 +114,10 @@ async def test_uploads_are_processed_by_a_worker_and_deleted_with_their_message(
 
 
 async def test_on_s3_a_worker_processes_uploads_and_deletion_empties_the_bucket(
-    postgres_redis: WorkerSetup, processes: Processes, aiohttp_client: Any, s3_endpoint: S3Endpoint  # noqa: F811
+    postgres_redis: WorkerSetup,
+    processes: Processes,
+    aiohttp_client: Any,
+    s3_endpoint: S3Endpoint,
 ) -> None:
     bucket = s3_endpoint.new_bucket()
     storage_settings = s3_endpoint.settings_for(bucket)
@@ -121,12 +127,15 @@ async def test_on_s3_a_worker_processes_uploads_and_deletion_empties_the_bucket(
     wait_for_worker(worker)
     client = await aiohttp_client(init_app(settings))
     alice, bob = await provision(client, "alice"), await provision(client, "bob")
-    conversation = await (await client.post("/api/v1/conversations", json={"user_id": bob.id}, headers=alice.auth)).json()
+    conversation = await start_conversation(client, alice, bob)
     photo = await upload(client, alice, "photo.jpg", media_samples.jpeg_with_gps(1600, 1200, orientation=1))
-    sent = await (await client.post(
-        f"/api/v1/conversations/{conversation['id']}/messages",
-        json={"content": "from the bucket", "attachment_ids": [photo["id"]]}, headers=alice.auth,
-    )).json()
+    sent = await (
+        await client.post(
+            f"/api/v1/conversations/{conversation['id']}/messages",
+            json={"content": "from the bucket", "attachment_ids": [photo["id"]]},
+            headers=alice.auth,
+        )
+    ).json()
 
     async def ready() -> bool:
         shown = await (await client.get(f"{UPLOADS}/{photo['id']}", headers=bob.auth)).json()

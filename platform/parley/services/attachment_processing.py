@@ -23,7 +23,14 @@ from parley.events import AttachmentProcessed, AttachmentsDeleted, EventType
 from parley.models import Attachment, AttachmentKind, AttachmentStatus, Message, utcnow
 from parley.services.attachment_views import upload_out
 from parley.services.outbox import record_event_sync
-from parley.services.storage import CONTENT, Storage, StoredObjectMissing, attachment_key, attachment_prefix, thumbnail_key
+from parley.services.storage import (
+    CONTENT,
+    Storage,
+    StoredObjectMissing,
+    attachment_key,
+    attachment_prefix,
+    thumbnail_key,
+)
 
 MAX_REASON_CHARS = 500
 PURGE_BATCH = 500
@@ -97,8 +104,10 @@ def process_upload(
         except MediaRejected as exc:
             return record_failure(sessions, attachment_id, str(exc))
         except StoredObjectMissing:
-            return "gone" if pending_job(sessions, attachment_id) is None else record_failure(
-                sessions, attachment_id, "the uploaded file is missing from storage"
+            return (
+                "gone"
+                if pending_job(sessions, attachment_id) is None
+                else record_failure(sessions, attachment_id, "the uploaded file is missing from storage")
             )
         served_key = job.storage_key
         if facts.content is not None:
@@ -109,8 +118,13 @@ def process_upload(
             key = thumbnail_key(attachment_id, size)
             _store(storage, key, rendition)
             thumbnails.append(
-                {"size": size, "key": key, "width": rendition.width, "height": rendition.height,
-                 "content_type": rendition.content_type}
+                {
+                    "size": size,
+                    "key": key,
+                    "width": rendition.width,
+                    "height": rendition.height,
+                    "content_type": rendition.content_type,
+                }
             )
     outcome = _record(sessions, attachment_id, AttachmentStatus.READY, facts, served_key, thumbnails, None)
     if outcome == "gone":

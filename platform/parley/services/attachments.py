@@ -35,6 +35,7 @@ from parley.services.storage import (
 )
 from parley.services.uploads import UploadStaging, sanitize_name
 
+
 @dataclass(frozen=True)
 class SniffedType:
     """What an upload's bytes are, found from its content alone by integrations.media."""
@@ -46,15 +47,18 @@ class SniffedType:
 
 
 async def accept_upload(
-    session: AsyncSession, storage: Storage, uploader: User, staged: UploadStaging, sniffed: SniffedType, raw_name: str | None
+    session: AsyncSession,
+    storage: Storage,
+    uploader: User,
+    staged: UploadStaging,
+    sniffed: SniffedType,
+    raw_name: str | None,
 ) -> UploadOut:
     """Store a fully received upload and record it (`processing`, and `attachment.uploaded` for the
     media worker). A refused type leaves nothing behind: the staged file is always removed."""
     try:
         if sniffed.kind is None:
-            raise UnsupportedMedia(
-                f"{sniffed.label} files cannot be uploaded", details={"detected": sniffed.label}
-            )
+            raise UnsupportedMedia(f"{sniffed.label} files cannot be uploaded", details={"detected": sniffed.label})
         if staged.size == 0:
             raise Invalid("the file is empty", details={"fields": [{"field": "file", "message": "must not be empty"}]})
         attachment_id = new_id()
@@ -78,7 +82,9 @@ async def accept_upload(
                 session.add(attachment)
                 await session.flush()
                 view = upload_out(attachment, None)
-                await record_event(session, EventType.ATTACHMENT_UPLOADED, AttachmentUploaded(attachment=view), conversation_id=None)
+                await record_event(
+                    session, EventType.ATTACHMENT_UPLOADED, AttachmentUploaded(attachment=view), conversation_id=None
+                )
         except BaseException:
             # No row, so no stored file either. Should storage fail here too, the first error is the
             # one to report; the stray file is then only unreachable (no row names it).
@@ -138,7 +144,9 @@ async def claim_uploads(
 async def _why_not_usable(session: AsyncSession, sender: User, attachment_id: str) -> str:
     row = (
         await session.execute(
-            select(Attachment.uploader_id, Attachment.message_id, Attachment.status).where(Attachment.id == attachment_id)
+            select(Attachment.uploader_id, Attachment.message_id, Attachment.status).where(
+                Attachment.id == attachment_id
+            )
         )
     ).first()
     if row is None or row.uploader_id != sender.id:
@@ -231,7 +239,9 @@ async def serve_thumbnail(
     _ready_upload(attachment)
     thumbnails = sorted(attachment.thumbnails or [], key=lambda t: t["size"])
     if not thumbnails:
-        raise NotFound("this attachment has no thumbnail", code="no_thumbnail", details={"attachment_id": attachment_id})
+        raise NotFound(
+            "this attachment has no thumbnail", code="no_thumbnail", details={"attachment_id": attachment_id}
+        )
     chosen = next((t for t in thumbnails if t["size"] >= size), thumbnails[-1])
     stem = attachment.name.rsplit(".", 1)[0] if "." in attachment.name else attachment.name
     extension = ".png" if chosen["content_type"] == "image/png" else ".jpg"

@@ -61,10 +61,13 @@ async def _receive(part: BodyPartReader, staging: UploadStaging) -> None:
 
 
 @endpoints.route(
-    "POST", "/api/v1/attachments",
+    "POST",
+    "/api/v1/attachments",
     summary="Upload one file (multipart/form-data, a part with a filename): 201, `processing` until a media "
     "worker has made it `ready`. Attach it by sending a message with `attachment_ids`.",
-    responses={201: UploadOut}, errors=(400, 413, 415, 422, 503), upload_field="file",
+    responses={201: UploadOut},
+    errors=(400, 413, 415, 422, 503),
+    upload_field="file",
 )
 async def upload_attachment(request: web.Request) -> web.Response:
     user = current_user(request)
@@ -88,9 +91,11 @@ async def upload_attachment(request: web.Request) -> web.Response:
 
 
 @endpoints.route(
-    "GET", "/api/v1/attachments/{attachment_id}",
+    "GET",
+    "/api/v1/attachments/{attachment_id}",
     summary="An attachment's metadata: for its uploader before it is sent, the conversation's members after",
-    responses={200: UploadOut}, errors=(404,),
+    responses={200: UploadOut},
+    errors=(404,),
 )
 async def get_attachment(request: web.Request) -> web.Response:
     user = current_user(request)
@@ -119,9 +124,11 @@ def _missing(attachment_id: str) -> ApiError:
 
 
 @endpoints.route(
-    "GET", "/api/v1/attachments/{attachment_id}/content",
+    "GET",
+    "/api/v1/attachments/{attachment_id}/content",
     summary="The file (Range requests supported), or a redirect to a short-lived S3 URL; 409 while processing",
-    responses={200: None, 302: None}, errors=(404, 409),
+    responses={200: None, 302: None},
+    errors=(404, 409),
 )
 async def get_attachment_content(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
@@ -135,9 +142,12 @@ async def get_attachment_content(request: web.Request) -> web.StreamResponse:
 
 
 @endpoints.route(
-    "GET", "/api/v1/attachments/{attachment_id}/thumbnail",
+    "GET",
+    "/api/v1/attachments/{attachment_id}/thumbnail",
     summary="A thumbnail of an image or video: the smallest at least `size` pixels on its long side",
-    query=ThumbnailQuery, responses={200: None, 302: None}, errors=(404, 409),
+    query=ThumbnailQuery,
+    responses={200: None, 302: None},
+    errors=(404, 409),
 )
 async def get_attachment_thumbnail(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
