@@ -104,11 +104,9 @@ def process_upload(
         except MediaRejected as exc:
             return record_failure(sessions, attachment_id, str(exc))
         except StoredObjectMissing:
-            return (
-                "gone"
-                if pending_job(sessions, attachment_id) is None
-                else record_failure(sessions, attachment_id, "the uploaded file is missing from storage")
-            )
+            if pending_job(sessions, attachment_id) is None:
+                return "not_pending"  # deleted, or another run finished it (and removed the original)
+            return record_failure(sessions, attachment_id, "the uploaded file is missing from storage")
         served_key = job.storage_key
         if facts.content is not None:
             served_key = attachment_key(attachment_id, CONTENT)
