@@ -9,15 +9,21 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from PIL import Image
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from parley.api.app import init_app
 from parley.config import Settings
 from parley.db import create_sync_db_engine, sync_session_factory
 from parley.models import Attachment, Event
-from parley.services.attachment_processing import fail_abandoned
+from parley.services.attachment_processing import (
+    MediaFacts,
+    fail_abandoned,
+    process_upload,
+)
+from PIL import Image
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from integrations.media.processor import PillowAvProcessor
+from integrations.storage.configured import storage_for
 from tests import media_samples
 from tests.api.conftest import MakePerson, Person, provision, send, start_conversation
 from tests.api.uploads import UPLOADS, process_uploads, upload, upload_response
@@ -385,3 +391,44 @@ async def test_the_upload_is_documented_as_a_multipart_form(client: TestClient) 
     form = upload_doc["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert form["properties"]["file"] == {"type": "string", "format": "binary"}
     assert {"201", "400", "401", "413", "415"} <= set(upload_doc["responses"])
+
+
+class _DeletedMeanwhile(PillowAvProcessor):
+    """The real processor, with the upload's row deleted while it works (the race with a message
+    deletion or the purge)."""
+
+    def __init__(self, settings: Settings, attachment_id: str) -> None:
+        super().__init__(settings.max_image_pixels)
+        self.settings, self.attachment_id = settings, attachment_id
+
+    def image(self, path: Path) -> MediaFacts:
+        facts = super().image(path)
+        engine = create_sync_db_engine(self.settings)
+        with engine.begin() as connection:
+            connection.execute(delete(Attachment).where(Attachment.id == self.attachment_id))
+        engine.dispose()
+        return facts
+
+
+async def test_processing_is_idempotent_and_cleans_up_after_a_deleted_upload(
+    client: TestClient, make_person: MakePerson, settings: Settings
+) -> None:
+    alice = await make_person("alice")
+    done = await upload(client, alice, "done.jpg", media_samples.jpeg_with_gps(800, 600))
+    assert process_uploads(settings) == {done["id"]: "ready"}
+    files = stored_files(settings)
+    storage = storage_for(settings)
+    engine = create_sync_db_engine(settings)
+    try:
+        sessions = sync_session_factory(engine)
+        processor = PillowAvProcessor(settings.max_image_pixels)
+        # A redelivered task (its worker died after the commit) changes nothing.
+        assert process_upload(sessions, storage, processor, done["id"]) == "not_pending"
+        assert stored_files(settings) == files
+
+        doomed = await upload(client, alice, "doomed.jpg", media_samples.jpeg_with_gps(800, 600))
+        outcome = process_upload(sessions, storage, _DeletedMeanwhile(settings, doomed["id"]), doomed["id"])
+    finally:
+        engine.dispose()
+    assert outcome == "gone"
+    assert stored_files(settings) == files  # what the run had stored for it is gone again
