@@ -9,21 +9,17 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from parley.api.app import init_app
-from parley.config import Settings
-from parley.db import create_sync_db_engine, sync_session_factory
-from parley.models import Attachment, Event
-from parley.services.attachment_processing import (
-    MediaFacts,
-    fail_abandoned,
-    process_upload,
-)
 from PIL import Image
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from integrations.media.processor import PillowAvProcessor
 from integrations.storage.configured import storage_for
+from parley.api.app import init_app
+from parley.config import Settings
+from parley.db import create_sync_db_engine, sync_session_factory
+from parley.models import Attachment, Event
+from parley.services.attachment_processing import MediaFacts, fail_abandoned, process_upload
 from tests import media_samples
 from tests.api.conftest import MakePerson, Person, provision, send, start_conversation
 from tests.api.uploads import UPLOADS, process_uploads, upload, upload_response
