@@ -13,7 +13,8 @@ def storage_for(settings: Settings) -> Storage:
         from integrations.storage.s3 import S3Storage, s3_client  # boto3 is imported only when used
 
         assert settings.s3_bucket is not None  # the settings insist on it
-        return S3Storage(s3_client(settings), settings.s3_bucket, settings.presigned_url_seconds)
+        signer = s3_client(settings, public=True) if settings.s3_public_endpoint_url else None
+        return S3Storage(s3_client(settings), settings.s3_bucket, settings.presigned_url_seconds, signer)
     from integrations.storage.local import LocalStorage
 
     root = Path(settings.storage_path)

@@ -22,11 +22,13 @@ from parley.services.storage import Location, RedirectTo, StorageUnavailable, St
 _TRANSFER = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024)
 
 
-def s3_client(settings: Settings) -> Any:
+def s3_client(settings: Settings, *, public: bool = False) -> Any:
+    """A client for the store; `public`: one that signs URLs for the endpoint browsers reach."""
     secret = settings.s3_secret_access_key
+    endpoint = (settings.s3_public_endpoint_url or settings.s3_endpoint_url) if public else settings.s3_endpoint_url
     return boto3.client(
         "s3",
-        endpoint_url=settings.s3_endpoint_url,
+        endpoint_url=endpoint,
         region_name=settings.s3_region,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=secret.get_secret_value() if secret is not None else None,
@@ -47,8 +49,9 @@ def _missing(exc: ClientError) -> bool:
 
 
 class S3Storage:
-    def __init__(self, client: Any, bucket: str, presigned_url_seconds: int) -> None:
+    def __init__(self, client: Any, bucket: str, presigned_url_seconds: int, signer: Any | None = None) -> None:
         self.client = client
+        self.signer = signer or client  # signs presigned URLs (for a public endpoint, if one is set)
         self.bucket = bucket
         self.presigned_url_seconds = presigned_url_seconds
 
@@ -95,7 +98,7 @@ class S3Storage:
 
     def locate(self, key: str, *, content_type: str, disposition: str) -> Location:
         # Signing is local: no request to S3, so nothing here fails for S3's sake.
-        url = self.client.generate_presigned_url(
+        url = self.signer.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,

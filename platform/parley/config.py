@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 storage: endpoint of an S3-compatible store (MinIO...); unset for AWS."
     )
+    s3_public_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 storage: the endpoint browsers reach, when not s3_endpoint_url (MinIO inside docker "
+        "compose: http://localhost:9000). Presigned URLs are signed for it.",
+    )
     s3_region: str = Field(default="us-east-1", description="S3 storage: the bucket's region.")
     s3_access_key_id: str | None = Field(default=None, description="S3 storage: access key; unset uses boto3's chain.")
     s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 storage: secret key.")

@@ -134,3 +134,20 @@ async def test_an_unreachable_bucket_is_a_503_and_leaves_nothing(
     async with sessions() as session:
         assert (await session.scalars(select(Event).where(Event.type == "attachment.uploaded"))).first() is None
     assert list(Path(missing.storage_path).rglob("upload-*")) == []  # no staging file left either
+
+
+async def test_presigned_urls_can_name_the_endpoint_browsers_reach(
+    aiohttp_client: Any, make_person: MakePerson, s3_settings: Settings, s3_endpoint: S3Endpoint
+) -> None:
+    # The API talks to the store as 127.0.0.1; browsers are told "localhost" (the same server here).
+    public = s3_endpoint.url.replace("127.0.0.1", "localhost")
+    settings = load_settings(**{**s3_settings.model_dump(), "s3_public_endpoint_url": public})
+    client = await aiohttp_client(init_app(settings))
+    alice = await make_person("alice")
+    created = await upload(client, alice, "doc.pdf", media_samples.pdf())
+    process_uploads(settings)
+    redirect = await client.get(f"{UPLOADS}/{created['id']}/content", headers=alice.auth, allow_redirects=False)
+    assert redirect.headers["Location"].startswith(f"{public}/")
+    status, body, headers = await fetch(redirect.headers["Location"])
+    assert (status, body) == (200, media_samples.pdf())
+    assert headers["Content-Disposition"].startswith("attachment; ")
