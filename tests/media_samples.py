@@ -27,6 +27,14 @@ def jpeg_with_gps(width: int = 1600, height: int = 1200, *, orientation: int = 6
     return buffer.getvalue()
 
 
+def webp_with_gps(width: int = 600, height: int = 400) -> bytes:
+    exif = Image.Exif()
+    exif[IFD.GPSInfo] = {1: "N", GPS_LATITUDE: (48.0, 51.0, 0.0), 3: "E", GPS_LONGITUDE: (2.0, 21.0, 0.0)}
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 90, 200)).save(buffer, "WEBP", exif=exif, quality=90)
+    return buffer.getvalue()
+
+
 def gps_of(data: bytes) -> dict[int, object]:
     with Image.open(io.BytesIO(data)) as image:
         return dict(image.getexif().get_ifd(IFD.GPSInfo))

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from integrations.media.jpeg_metadata import NotAJpeg, strip_jpeg_metadata
-from integrations.media.renditions import THUMBNAIL_SIZES, encode, has_alpha, thumbnails
+from integrations.media.renditions import THUMBNAIL_SIZES, clean_copy, has_alpha, thumbnails
 from parley.services.attachment_processing import MediaFacts, MediaRejected, Rendition
 
 ORIENTATION = 0x0112
@@ -56,10 +56,11 @@ def _render(path: Path, image: Image.Image, *, animated: bool) -> MediaFacts:
         return MediaFacts(width=image.width, height=image.height, thumbnails=thumbnails(first, keep_alpha=True))
     if image.format == "JPEG" and image.getexif().get(ORIENTATION, 1) == 1:
         return _upright_jpeg(path, image, icc)
+    image_format = image.format or "JPEG"
     image.load()  # decodes everything: a truncated file fails here
     upright = ImageOps.exif_transpose(image)  # rotates per the EXIF orientation, and drops that tag
     alpha = has_alpha(upright)
-    cleaned = encode(upright, keep_alpha=alpha, icc_profile=icc)
+    cleaned = clean_copy(upright, image_format, icc_profile=icc)
     return MediaFacts(
         width=upright.width,
         height=upright.height,

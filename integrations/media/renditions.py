@@ -10,6 +10,8 @@ from parley.services.attachment_processing import Rendition
 
 THUMBNAIL_SIZES = (320, 1280)
 JPEG_QUALITY = 85
+CLEAN_COPY_QUALITY = 92  # a photo re-encoded to be served in its place: close to the original
+_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 # Pillow's bilinear filter widens with the scale factor, so downscaling is antialiased; it costs
 # about half of Lanczos, and at thumbnail sizes the difference does not show.
 RESAMPLING = Image.Resampling.BILINEAR
@@ -33,6 +35,22 @@ def encode(image: Image.Image, *, keep_alpha: bool, icc_profile: bytes | None = 
         image.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=False, **extra)
         content_type = "image/jpeg"
     return Rendition(buffer.getvalue(), content_type, image.width, image.height)
+
+
+def clean_copy(image: Image.Image, image_format: str, *, icc_profile: bytes | None = None) -> Rendition:
+    """The image re-encoded in its own format (a PNG stays a lossless PNG, with its transparency),
+    with no metadata but its colour profile."""
+    buffer = io.BytesIO()
+    extra = {"icc_profile": icc_profile} if icc_profile else {}
+    if image_format == "PNG":
+        image.save(buffer, "PNG", optimize=False, **extra)
+    elif image_format == "WEBP":
+        image.save(buffer, "WEBP", quality=CLEAN_COPY_QUALITY, **extra)
+    else:
+        image = image if image.mode in ("RGB", "L", "CMYK") else image.convert("RGB")
+        image.save(buffer, "JPEG", quality=CLEAN_COPY_QUALITY, optimize=False, **extra)
+        image_format = "JPEG"
+    return Rendition(buffer.getvalue(), _CONTENT_TYPES[image_format], image.width, image.height)
 
 
 def thumbnails(image: Image.Image, *, keep_alpha: bool, icc_profile: bytes | None = None) -> dict[int, Rendition]:

@@ -173,6 +173,29 @@ async def test_a_processed_jpeg_is_served_upright_without_gps_with_thumbnails(
             assert max(image.size) == long_side and dict(image.getexif()) == {}
 
 
+async def test_an_opaque_png_is_served_as_a_png(client: TestClient, make_person: MakePerson, settings: Settings) -> None:
+    alice = await make_person("alice")
+    created = await upload(client, alice, "chart.png", media_samples.png(300, 200))
+    process_uploads(settings)
+    served = await client.get(f"{UPLOADS}/{created['id']}/content", headers=alice.auth)
+    assert served.headers["Content-Type"] == "image/png"
+    with Image.open(io.BytesIO(await served.read())) as image, Image.open(io.BytesIO(media_samples.png(300, 200))) as sent:
+        assert image.format == "PNG" and image.tobytes() == sent.tobytes()
+
+
+async def test_a_webp_is_served_as_a_webp_without_gps(
+    client: TestClient, make_person: MakePerson, settings: Settings
+) -> None:
+    alice = await make_person("alice")
+    original = media_samples.webp_with_gps()
+    assert media_samples.gps_of(original)
+    created = await upload(client, alice, "pic.webp", original)
+    process_uploads(settings)
+    served = await client.get(f"{UPLOADS}/{created['id']}/content", headers=alice.auth)
+    assert served.headers["Content-Type"] == "image/webp"
+    assert media_samples.gps_of(await served.read()) == {}
+
+
 async def test_png_gif_video_and_pdf_are_processed(
     client: TestClient, make_person: MakePerson, settings: Settings
 ) -> None:
@@ -194,6 +217,10 @@ async def test_png_gif_video_and_pdf_are_processed(
     logo = await shown("logo.png")
     assert (logo["width"], logo["height"]) == (640, 480)
     assert [(t["width"], t["height"]) for t in logo["thumbnails"]] == [(320, 240), (640, 480)]
+    served_logo = await client.get(f"{UPLOADS}/{ids['logo.png']}/content", headers=alice.auth)
+    assert served_logo.headers["Content-Type"] == "image/png"
+    with Image.open(io.BytesIO(await served_logo.read())) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "RGBA", (640, 480))  # still lossless, transparent
     thumb = await client.get(f"{UPLOADS}/{ids['logo.png']}/thumbnail?size=320", headers=alice.auth)
     with Image.open(io.BytesIO(await thumb.read())) as image:
         assert image.format == "PNG" and image.mode == "RGBA"  # transparency kept
