@@ -62,7 +62,13 @@ READY_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 600.0
 
 
-def make_jpegs(count: int) -> list[bytes]:
+def make_jpegs(count: int, orientation: int = 1) -> list[bytes]:
+    """Distinct photos; an `orientation` other than 1 (6: shot in portrait) is written into their
+    EXIF with GPS coordinates, as phones do, and makes processing rotate and re-encode them."""
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+        exif[0x8825] = {1: "N", 2: (51.0, 30.0, 12.5), 3: "W", 4: (0.0, 7.0, 40.1)}
     images = []
     for n in range(count):
         width, height = SIZES[n % len(SIZES)]
@@ -70,7 +76,7 @@ def make_jpegs(count: int) -> list[bytes]:
         gradient = Image.linear_gradient("L").resize((width, height)).convert("RGB")
         photo = Image.blend(noise, gradient, 0.5)
         buffer = io.BytesIO()
-        photo.save(buffer, "JPEG", quality=85)
+        photo.save(buffer, "JPEG", quality=85, exif=exif)
         images.append(buffer.getvalue())
     return images
 
@@ -199,6 +205,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100, help="uploads in the burst phase (0: none)")
     parser.add_argument("--concurrency", type=int, default=8, help="burst clients")
     parser.add_argument("--distinct-images", type=int, default=12)
+    parser.add_argument("--orientation", type=int, default=1, choices=range(1, 9),
+                        help="EXIF orientation of the photos: 1 upright (metadata cut losslessly), "
+                        "6 portrait (rotated and re-encoded)")
     parser.add_argument("--log-level", default="WARNING", help="INFO logs each processing's duration")
     parser.add_argument("--keep-logs", action="store_true", help="copy the logs to ./media-bench-logs")
     parser.add_argument("--postgres-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -238,7 +247,7 @@ def main() -> None:
         wait_for(api_up, "the API", READY_TIMEOUT)
         print(f"logs in {directory}", flush=True)
         print(f"making {args.distinct_images} distinct 2-4 MP JPEGs ...", flush=True)
-        images = make_jpegs(args.distinct_images)
+        images = make_jpegs(args.distinct_images, args.orientation)
         print(f"  sizes {min(map(len, images)) // 1024}-{max(map(len, images)) // 1024} KiB", flush=True)
         auth = asyncio.run(make_uploader(database_url))
         engine = create_sync_db_engine(settings)
