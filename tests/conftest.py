@@ -18,6 +18,7 @@ from parley.config import Settings, load_settings
 from parley.db import async_session_factory, create_async_db_engine, create_sync_db_engine
 from parley.migrate import upgrade_to_head
 from parley.models import Base
+from tests.s3_server import S3Endpoint, start_s3_server
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 POSTGRES_ADMIN_URL = os.environ.get("PARLEY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -88,7 +89,16 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         admin_token=ADMIN_TOKEN,
         database_pool_size=20,
         broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+        storage_path=str(tmp_path / "storage"),  # uploads of the test's own, not under the work tree
     )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    """A real S3 endpoint over HTTP (moto's server mode) for the storage tests; each takes a bucket."""
+    endpoint, server = start_s3_server()
+    yield endpoint
+    server.stop()
 
 
 @pytest.fixture

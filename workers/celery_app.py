@@ -18,6 +18,7 @@ from parley.config import Settings
 from parley.logs import configure_logging
 from workers.broker import REDIS_SCHEMES, broker_config
 from workers.context import WorkerContext
+from workers.media_tasks import MEDIA_TASK_ROUTES, media_beat_schedule, register_media_tasks
 from workers.queues import DEFAULT_QUEUE, QUEUES
 from workers.tasks import DISPATCH_TASK, DISPATCH_TIME_LIMIT, register_tasks
 
@@ -39,6 +40,7 @@ def create_celery_app(settings: Settings) -> ParleyCelery:
     app.conf.update(celery_config(settings))
     app.parley = WorkerContext(settings)
     register_tasks(app)
+    register_media_tasks(app)
     return app
 
 
@@ -56,7 +58,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": QUEUES,
         "task_default_queue": DEFAULT_QUEUE,
         "task_create_missing_queues": False,
-        "task_routes": {DISPATCH_TASK: {"queue": DEFAULT_QUEUE}},
+        "task_routes": {DISPATCH_TASK: {"queue": DEFAULT_QUEUE}, **MEDIA_TASK_ROUTES},
         # A task is acknowledged when it has finished, and given back to the broker when its
         # worker process dies, so a crash mid-task means the task runs again, never that it is lost.
         "task_acks_late": True,
@@ -82,7 +84,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": timedelta(seconds=sweep),
                 # Sweeps that queued up while no worker ran are worthless once the next one is due.
                 "options": {"queue": DEFAULT_QUEUE, "expires": max(2 * sweep, 10.0)},
-            }
+            },
+            **media_beat_schedule(settings.unattached_upload_max_age),
         },
         # The schedule is static and a missed sweep costs nothing, so beat keeps its state in memory:
         # no schedule file to share, lock or corrupt.

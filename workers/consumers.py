@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from parley.config import Settings
 from parley.outbox.consumers import Consumer, ConsumerRegistry, consumers_from_modules
+from workers.media_consumers import MEDIA_CONSUMERS
 
-BUILTIN_CONSUMERS: tuple[Consumer, ...] = ()
+BUILTIN_CONSUMERS: tuple[Consumer, ...] = (*MEDIA_CONSUMERS,)
 
 
 def build_registry(settings: Settings) -> ConsumerRegistry:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "PARLEY_"
@@ -120,6 +120,42 @@ class Settings(BaseSettings):
         "the rest are dropped.",
     )
 
+    # --- attachments ---
+    max_upload_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1, description="Largest accepted upload (POST /attachments), in bytes: 413 beyond."
+    )
+    storage_backend: Literal["local", "s3"] = Field(
+        default="local", description="Where uploads live: local (under storage_path) or s3 (any S3-compatible store)."
+    )
+    storage_path: str = Field(
+        default="var/storage",
+        description="Local storage: the folder uploads, thumbnails and upload staging files live in.",
+    )
+    s3_bucket: str | None = Field(default=None, validate_default=True, description="S3 storage: the bucket (it must exist).")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 storage: endpoint of an S3-compatible store (MinIO...); unset for AWS."
+    )
+    s3_public_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 storage: the endpoint browsers reach, when not s3_endpoint_url (MinIO inside docker "
+        "compose: http://localhost:9000). Presigned URLs are signed for it.",
+    )
+    s3_region: str = Field(default="us-east-1", description="S3 storage: the bucket's region.")
+    s3_access_key_id: str | None = Field(default=None, description="S3 storage: access key; unset uses boto3's chain.")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 storage: secret key.")
+    presigned_url_seconds: int = Field(
+        default=300, ge=1, le=604_800,
+        description="S3 storage: lifetime of the presigned URLs that content and thumbnail requests redirect to.",
+    )
+    unattached_upload_max_age: float = Field(
+        default=86_400.0, gt=0,
+        description="Seconds after which an upload never attached to a message is deleted by beat's purge.",
+    )
+    max_image_pixels: int = Field(
+        default=50_000_000, ge=1,
+        description="Images with more pixels than this (width x height x frames) fail as decompression bombs.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
@@ -139,6 +175,13 @@ class Settings(BaseSettings):
     def _split_modules(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _s3_needs_a_bucket(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("storage_backend") == "s3" and not value:
+            raise ValueError("must be set when PARLEY_STORAGE_BACKEND is s3")
         return value
 
     @property

@@ -33,3 +33,27 @@ class Invalid(DomainError):
     """Well-formed input that breaks a business rule (too long, messaging yourself, ...)."""
 
     code = "validation_error"
+
+
+class TooLarge(DomainError):
+    """More bytes than a limit allows (an upload past PARLEY_MAX_UPLOAD_BYTES)."""
+
+    code = "upload_too_large"
+
+
+class UnsupportedMedia(DomainError):
+    """Content of a type Parley refuses to store (executables, ...)."""
+
+    code = "unsupported_media_type"
+
+
+class NotReady(DomainError):
+    """The thing exists but cannot be used yet, or any more (an attachment still processing, or failed)."""
+
+    code = "not_ready"
+
+
+class Unavailable(DomainError):
+    """A dependency (storage, ...) is down: try again later."""
+
+    code = "unavailable"

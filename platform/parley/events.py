@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from parley.schemas import ConversationMembersOut, MessageOut
+from parley.schemas import ConversationMembersOut, MessageOut, UploadOut
 
 
 class EventType(enum.StrEnum):
@@ -17,6 +17,12 @@ class EventType(enum.StrEnum):
     MESSAGE_CREATED = "message.created"
     MESSAGE_READ = "message.read"
     MESSAGE_DELETED = "message.deleted"
+    # Internal: a file was uploaded; the media consumer starts its processing.
+    ATTACHMENT_UPLOADED = "attachment.uploaded"
+    ATTACHMENT_READY = "attachment.ready"
+    ATTACHMENT_FAILED = "attachment.failed"
+    # Internal: uploads left with their message or never attached; their stored files go next.
+    ATTACHMENT_DELETED = "attachment.deleted"
 
 
 class ConversationCreated(BaseModel):
@@ -42,11 +48,33 @@ class MessageRead(BaseModel):
     count: int
 
 
+class AttachmentUploaded(BaseModel):
+    attachment: UploadOut
+
+
+class AttachmentProcessed(BaseModel):
+    """attachment.ready and attachment.failed: what processing found (dimensions, thumbnails) or
+    why it failed (`failure_reason`)."""
+
+    attachment: UploadOut
+
+
+class AttachmentsDeleted(BaseModel):
+    """Uploaded attachments whose rows are gone; their stored files and thumbnails are removed next."""
+
+    attachment_ids: list[str]
+    message_id: str | None = None
+
+
 PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.CONVERSATION_CREATED: ConversationCreated,
     EventType.MESSAGE_CREATED: MessageCreated,
     EventType.MESSAGE_DELETED: MessageDeleted,
     EventType.MESSAGE_READ: MessageRead,
+    EventType.ATTACHMENT_UPLOADED: AttachmentUploaded,
+    EventType.ATTACHMENT_READY: AttachmentProcessed,
+    EventType.ATTACHMENT_FAILED: AttachmentProcessed,
+    EventType.ATTACHMENT_DELETED: AttachmentsDeleted,
 }
 
 
@@ -58,8 +86,13 @@ LIVE_EVENT_TYPES: frozenset[EventType] = frozenset(
         EventType.MESSAGE_CREATED,
         EventType.MESSAGE_READ,
         EventType.MESSAGE_DELETED,
+        EventType.ATTACHMENT_READY,
+        EventType.ATTACHMENT_FAILED,
     }
 )
+# Live events that can concern no conversation yet: an upload processed before it was sent. Its
+# uploader hears of it (`attachment.uploader_id` in the payload).
+UPLOADER_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.ATTACHMENT_READY, EventType.ATTACHMENT_FAILED})
 
 
 def parse_payload(event_type: str, payload: dict[str, object]) -> BaseModel:

@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -92,6 +93,12 @@ class AttachmentKind(enum.StrEnum):
     IMAGE = "image"
     VIDEO = "video"
     DOCUMENT = "document"
+
+
+class AttachmentStatus(enum.StrEnum):
+    PROCESSING = "processing"  # uploaded; a media worker has yet to finish with it
+    READY = "ready"
+    FAILED = "failed"  # corrupt, a decompression bomb, ...: see failure_reason
 
 
 NAMING_CONVENTION = {
@@ -218,15 +225,43 @@ class Message(Base):
 
 
 class Attachment(Base):
+    """A file shown in a message. Either external (`{name, url}` given by the sender: nothing stored)
+    or uploaded (`storage_key` set): an upload exists before its message, owned by its uploader,
+    until a send attaches it (`message_id`)."""
+
     __tablename__ = "attachments"
+    __table_args__ = (
+        # The purge of uploads never attached reads the oldest unattached ones straight off this index.
+        Index(
+            "ix_attachments_unattached",
+            "created_at",
+            postgresql_where=text("message_id IS NULL"),
+            sqlite_where=text("message_id IS NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
-    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[str | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(255))
     url: Mapped[str] = mapped_column(String(2048))
     kind: Mapped[AttachmentKind] = mapped_column(_str_enum(AttachmentKind))
     content_type: Mapped[str] = mapped_column(String(255))
     size: Mapped[int | None] = mapped_column(BigInteger)
+    uploader_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    status: Mapped[AttachmentStatus] = mapped_column(
+        _str_enum(AttachmentStatus), default=AttachmentStatus.READY, server_default=AttachmentStatus.READY.value
+    )
+    # Made from the attachment's id only, never from anything the uploader sent.
+    storage_key: Mapped[str | None] = mapped_column(String(200))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    codec: Mapped[str | None] = mapped_column(String(64))
+    # [{"size": 320, "key": ..., "width": ..., "height": ..., "content_type": ...}], smallest first.
+    thumbnails: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Event(Base):

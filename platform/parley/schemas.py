@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from parley.models import AttachmentKind, Conversation, EmailDigest, MessageSource, User, UserKind
+from parley.models import AttachmentKind, AttachmentStatus, Conversation, EmailDigest, MessageSource, User, UserKind
 
 
 class Shape(BaseModel):
@@ -38,13 +38,40 @@ class NotificationSettingsOut(Shape):
     email_digest: EmailDigest
 
 
+class ThumbnailOut(Shape):
+    size: int  # the long side it was made for (320, 1280)
+    width: int
+    height: int
+    url: str
+
+
 class AttachmentOut(Shape):
+    """An attachment as a message shows it. Uploads have `url` /api/v1/attachments/{id}/content and
+    are `processing` until a media worker has made them `ready` (or `failed`); external attachments
+    (`{name, url}` given by the sender) are always `ready`."""
+
     id: str
     name: str
     url: str
     kind: AttachmentKind
     content_type: str
     size: int | None
+    status: AttachmentStatus = AttachmentStatus.READY
+    width: int | None = None
+    height: int | None = None
+    duration_seconds: float | None = None
+    thumbnails: list[ThumbnailOut] = []
+
+
+class UploadOut(AttachmentOut):
+    """An attachment's full metadata (GET /attachments/{id}, upload responses, attachment events)."""
+
+    uploader_id: str | None
+    message_id: str | None
+    conversation_id: str | None
+    codec: str | None
+    failure_reason: str | None
+    created_at: datetime | None
 
 
 class MessageOut(Shape):

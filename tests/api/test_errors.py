@@ -74,10 +74,12 @@ async def test_no_input_produces_a_500(client, make_person: MakePerson) -> None:
     failures = []
     for endpoint in all_endpoints():
         paths = {endpoint.path.replace("{conversation_id}", conversation["id"]).replace("{user_id}", bob.id)
-                 .replace("{message_id}", "x").replace("{token_id}", "x").replace("{username}", "bob")}
+                 .replace("{message_id}", "x").replace("{token_id}", "x").replace("{username}", "bob")
+                 .replace("{attachment_id}", "x")}
         for value in NASTY_PATH_VALUES:
             paths.add(endpoint.path.replace("{conversation_id}", value).replace("{user_id}", value)
-                      .replace("{message_id}", value).replace("{token_id}", value).replace("{username}", value))
+                      .replace("{message_id}", value).replace("{token_id}", value).replace("{username}", value)
+                      .replace("{attachment_id}", value))
         for path in sorted(paths):
             for headers in (alice.auth, ADMIN):
                 bodies = NASTY_BODIES if endpoint.body is not None else [b""]
@@ -86,7 +88,7 @@ async def test_no_input_produces_a_500(client, make_person: MakePerson) -> None:
                     if response.status >= 500:
                         failures.append((endpoint.method, path, raw[:40], response.status))
         if endpoint.query is not None:
-            for params in ({"limit": "-1"}, {"limit": "1e9"}, {"cursor": "%%%"}, {"before": "\u0000"},
+            for params in ({"size": "-1"}, {"size": "x"}, {"limit": "-1"}, {"limit": "1e9"}, {"cursor": "%%%"}, {"before": "\u0000"},
                            {"after": "z" * 500}, {"cursor": "MjAyNi0xMS0yMVQxMjowMDowMHxub3Bl"}):
                 path = endpoint.path.replace("{conversation_id}", conversation["id"])
                 response = await client.get(path, params=params, headers=alice.auth)

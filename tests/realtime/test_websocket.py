@@ -11,7 +11,11 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from parley.db import write_transaction
+from parley.events import AttachmentProcessed, EventType
+from parley.ids import new_id
 from parley.models import WsTicket, utcnow
+from parley.services.outbox import record_event
 from tests.api.conftest import ADMIN, MakePerson, send, start_conversation
 from tests.realtime.conftest import connect, frame_where, frames_before_pong, next_frame, of_type
 
@@ -200,3 +204,33 @@ async def test_server_shutdown_closes_connections_with_1001(client: TestClient, 
     await stopping
     assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert ws.close_code == WSCloseCode.GOING_AWAY
+
+
+async def test_events_written_outside_the_api_arrive_and_reach_an_uploader_before_sending(
+    client: TestClient, make_person: MakePerson, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A worker's attachment.ready is found by the poll; before the upload is sent it concerns only
+    its uploader, and after, both members of the conversation."""
+    alice, bob = await make_person("alice"), await make_person("bob")
+    conversation = await start_conversation(client, alice, bob)
+    alice_ws, bob_ws = await connect(client, alice), await connect(client, bob)
+
+    def ready(conversation_id: str | None) -> AttachmentProcessed:
+        return AttachmentProcessed.model_validate(
+            {"attachment": {
+                "id": new_id(), "name": "a.png", "url": "", "kind": "image", "content_type": "image/png", "size": 3,
+                "status": "ready", "uploader_id": alice.id, "message_id": None, "conversation_id": conversation_id,
+                "codec": None, "failure_reason": None, "created_at": None,
+            }}
+        )
+
+    unsent, sent = ready(None), ready(conversation["id"])
+    async with sessions() as session, write_transaction(session):
+        await record_event(session, EventType.ATTACHMENT_READY, unsent, conversation_id=None)
+    async with sessions() as session, write_transaction(session):
+        await record_event(session, EventType.ATTACHMENT_READY, sent, conversation_id=conversation["id"])
+
+    frames = [await frame_where(alice_ws, of_type("attachment.ready")) for _ in range(2)]
+    assert [f["data"]["attachment"]["id"] for f in frames] == [unsent.attachment.id, sent.attachment.id]
+    bobs = await frame_where(bob_ws, of_type("attachment.ready"))
+    assert bobs["data"]["attachment"]["id"] == sent.attachment.id  # never the upload bob was not sent

@@ -13,15 +13,16 @@ from aiohttp.typedefs import Handler
 from parley.api.auth import auth_middleware
 from parley.api.endpoints import Endpoint
 from parley.api.errors import error_middleware
-from parley.api.keys import ENGINE, REALTIME, REQUEST_ID, SESSIONS, SETTINGS
+from parley.api.keys import ENGINE, REALTIME, REQUEST_ID, SESSIONS, SETTINGS, STORAGE
 from parley.api.openapi import build_openapi
-from parley.api.routes import conversations, meta, users
+from parley.api.routes import attachments, conversations, meta, users
 from parley.config import Settings
 from parley.db import async_session_factory, create_async_db_engine
 from parley.ids import new_id
 from parley.realtime import routes as realtime_routes
 from parley.realtime.frames import CLOSE_GOING_AWAY
 from parley.realtime.node import RealtimeNode
+from integrations.storage.configured import storage_for
 from workers.nudger import OutboxNudger
 
 log = logging.getLogger("parley.api")
@@ -30,7 +31,13 @@ OUTBOX_NUDGER = web.AppKey("outbox_nudger", OutboxNudger)
 # Requests that cannot have written an outbox event.
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-ROUTE_TABLES = (meta.endpoints, users.endpoints, conversations.endpoints, realtime_routes.endpoints)
+ROUTE_TABLES = (
+    meta.endpoints,
+    users.endpoints,
+    conversations.endpoints,
+    attachments.endpoints,
+    realtime_routes.endpoints,
+)
 
 
 def all_endpoints() -> list[Endpoint]:
@@ -98,6 +105,11 @@ async def _close_websockets(app: web.Application) -> None:
     await app[REALTIME].close_all(CLOSE_GOING_AWAY, b"server shutting down")
 
 
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    app[STORAGE] = storage_for(app[SETTINGS])
+    yield
+
+
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[outbox_nudge_middleware, request_log_middleware, error_middleware, auth_middleware],
@@ -108,6 +120,7 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_outbox_nudger)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_websockets)
+    app.cleanup_ctx.append(_storage)
     endpoints = all_endpoints()
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)

@@ -31,6 +31,8 @@ class Endpoint:
     errors: tuple[int, ...]
     tag: str
     include_in_schema: bool
+    # Takes a multipart/form-data body with a file in this field, instead of a JSON `body`.
+    upload_field: str | None = None
 
 
 @dataclass
@@ -50,10 +52,14 @@ class EndpointTable:
         query: type[BaseModel] | None = None,
         errors: tuple[int, ...] = (),
         include_in_schema: bool = True,
+        upload_field: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
-                Endpoint(method, path, handler, summary, auth, body, query, responses, errors, self.tag, include_in_schema)
+                Endpoint(
+                    method, path, handler, summary, auth, body, query, responses, errors, self.tag, include_in_schema,
+                    upload_field,
+                )
             )
             return handler
 

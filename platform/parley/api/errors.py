@@ -10,7 +10,17 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from parley.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from parley.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    NotReady,
+    TooLarge,
+    Unavailable,
+    UnsupportedMedia,
+)
 
 log = logging.getLogger("parley.api")
 
@@ -19,6 +29,10 @@ _STATUS_OF: list[tuple[type[DomainError], int]] = [
     (Forbidden, 403),
     (Conflict, 409),
     (Invalid, 422),
+    (NotReady, 409),
+    (TooLarge, 413),
+    (UnsupportedMedia, 415),
+    (Unavailable, 503),
 ]
 
 _CODE_OF_HTTP_STATUS = {

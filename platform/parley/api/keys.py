@@ -8,13 +8,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from parley.api.principal import Principal
 from parley.config import Settings
 from parley.realtime.node import RealtimeNode
+from parley.services.storage import Storage
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 REALTIME = web.AppKey("realtime", RealtimeNode)
+STORAGE = web.AppKey("storage", Storage)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
 
-__all__ = ["ENGINE", "PRINCIPAL", "REALTIME", "REQUEST_ID", "SESSIONS", "SETTINGS", "Principal"]
+__all__ = ["ENGINE", "PRINCIPAL", "REALTIME", "REQUEST_ID", "SESSIONS", "SETTINGS", "STORAGE", "Principal"]

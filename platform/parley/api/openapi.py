@@ -18,7 +18,9 @@ _ERROR_TEXT = {
     401: "Missing or unknown bearer token (unauthorized)",
     403: "Not allowed (admin_required, not_sender, ...)",
     404: "Not found, or not yours to see (not_found, user_not_found)",
-    409: "Conflicts with existing data (username_taken, client_id_reused)",
+    409: "Conflicts with existing data (username_taken, client_id_reused), or not ready (attachment_not_ready)",
+    413: "Too large (upload_too_large)",
+    415: "A type Parley does not accept (unsupported_media_type)",
     422: "Validation failed (validation_error, cannot_message_self, ...)",
     503: "A dependency is unavailable",
 }
@@ -61,6 +63,14 @@ def build_openapi(endpoints: Iterable[Endpoint], *, version: str) -> dict[str, A
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": ref[e.body]}},
+            }
+        if e.upload_field is not None:
+            file_schema = {"type": "string", "format": "binary"}
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": [e.upload_field], "properties": {e.upload_field: file_schema},
+                }}},
             }
         if e.auth != "none":
             operation["security"] = [{"bearer": []}]

@@ -71,6 +71,9 @@ class AttachmentBody(RequestBody):
 class SendMessageBody(RequestBody):
     content: Text = Field(description="1 to PARLEY_MAX_MESSAGE_CHARS characters after trimming; stored exactly as sent.")
     attachments: Annotated[list[AttachmentBody], Field(max_length=MAX_ATTACHMENTS)] = []
+    attachment_ids: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=MAX_ATTACHMENTS)] = Field(
+        default=[], description="Ids of your uploads (POST /attachments) not used yet; at most 10 attachments in all."
+    )
     client_id: Annotated[Text, Field(min_length=1, max_length=100)] | None = Field(
         default=None, description="Idempotency key: a repeated send with the same client_id returns the original message."
     )
@@ -127,6 +130,12 @@ class ReadReceiptOut(BaseModel):
     read_at: datetime
     count: int = Field(description="Messages that became read now.")
     unread_count: int = Field(description="Messages the caller still has not read in this conversation.")
+
+
+class ThumbnailQuery(RequestBody):
+    size: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=320, description="Long side wanted, in pixels: the smallest thumbnail at least this big (320, 1280)."
+    )
 
 
 class HealthOut(BaseModel):

@@ -93,6 +93,8 @@ class Hub:
             connection.offer(frame)
 
     def _learn_conversation(self, event: FeedEvent) -> None:
+        if event.conversation_id is None or len(event.member_ids) != 2:
+            return
         first, second = event.member_ids
         self.learn(first, event.conversation_id, second)
         self.learn(second, event.conversation_id, first)

@@ -11,52 +11,63 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import NotFound
-from parley.events import LIVE_EVENT_TYPES
+from parley.events import LIVE_EVENT_TYPES, UPLOADER_EVENT_TYPES
 from parley.ids import is_valid_id
 from parley.models import Conversation, Event, utcnow
 
 _LIVE_TYPES = sorted(t.value for t in LIVE_EVENT_TYPES)
+_UPLOADER_TYPES = sorted(t.value for t in UPLOADER_EVENT_TYPES)
+_UPLOADER = Event.payload["attachment"]["uploader_id"].as_string()
 
 
 @dataclass(frozen=True)
 class FeedEvent:
     id: int
     type: str
-    conversation_id: str
+    conversation_id: str | None
     payload: dict[str, Any]
-    member_ids: tuple[str, str]
+    member_ids: tuple[str, ...]  # who hears of it: the conversation's two members, or an uploader
 
 
 _TAIL = (
     select(
         Event.id, Event.type, Event.conversation_id, Event.payload,
-        Conversation.initiator_id, Conversation.recipient_id,
+        Conversation.initiator_id, Conversation.recipient_id, _UPLOADER.label("uploader_id"),
     )
-    .join(Conversation, Conversation.id == Event.conversation_id)
-    .where(Event.id > bindparam("after"), Event.type.in_(_LIVE_TYPES))
+    .outerjoin(Conversation, Conversation.id == Event.conversation_id)
+    .where(
+        Event.id > bindparam("after"),
+        Event.type.in_(_LIVE_TYPES),
+        or_(Conversation.id.is_not(None), Event.type.in_(_UPLOADER_TYPES)),
+    )
     .order_by(Event.id)
     .limit(bindparam("limit"))
 )
 
 _SINCE = bindparam("since")
 _USER = bindparam("user_id")
+_CONCERNS_USER = or_(
+    Conversation.initiator_id == _USER,
+    Conversation.recipient_id == _USER,
+    and_(Event.conversation_id.is_(None), Event.type.in_(_UPLOADER_TYPES), _UPLOADER == _USER),
+)
 _MEMBER_EVENTS = (
     select(Event.id)
-    .join(Conversation, Conversation.id == Event.conversation_id)
-    .where(
-        Event.id > _SINCE,
-        Event.type.in_(_LIVE_TYPES),
-        or_(Conversation.initiator_id == _USER, Conversation.recipient_id == _USER),
-    )
+    .outerjoin(Conversation, Conversation.id == Event.conversation_id)
+    .where(Event.id > _SINCE, Event.type.in_(_LIVE_TYPES), _CONCERNS_USER)
 )
 
 
 def _feed_event(row: Any) -> FeedEvent:
-    return FeedEvent(row.id, row.type, row.conversation_id, dict(row.payload), (row.initiator_id, row.recipient_id))
+    if row.initiator_id is not None:
+        audience: tuple[str, ...] = (row.initiator_id, row.recipient_id)
+    else:
+        audience = (row.uploader_id,) if row.uploader_id else ()
+    return FeedEvent(row.id, row.type, row.conversation_id, dict(row.payload), audience)
 
 
 async def latest_event_id(session: AsyncSession) -> int:
@@ -73,7 +84,7 @@ async def events_after(session: AsyncSession, after: int, limit: int) -> list[Fe
 
 async def member_events_after(session: AsyncSession, user_id: str, since: int, limit: int) -> list[FeedEvent]:
     """A page of the live events of `user_id`'s conversations after `since`, in order."""
-    query = _TAIL.where(or_(Conversation.initiator_id == _USER, Conversation.recipient_id == _USER))
+    query = _TAIL.where(_CONCERNS_USER)
     async with session.begin():
         rows = await session.execute(query, {"after": since, "limit": limit, "user_id": user_id})
         return [_feed_event(row) for row in rows]

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.models import Attachment, Message, User
 from parley.schemas import AttachmentOut, MessageOut, UserSummary
+from parley.services.attachment_views import ATTACHMENT_VIEW_COLUMNS, attachment_out
 
 MESSAGE_COLUMNS = (
     Message.id,
@@ -28,17 +29,6 @@ MESSAGE_COLUMNS = (
     Message.client_id,
     Message.source,
 )
-_ATTACHMENT_COLUMNS = (
-    Attachment.message_id,
-    Attachment.id,
-    Attachment.name,
-    Attachment.url,
-    Attachment.kind,
-    Attachment.content_type,
-    Attachment.size,
-)
-
-
 def unread_by(viewer_id: str | ColumnElement[str]) -> ColumnElement[bool]:
     """Messages `viewer_id` has yet to read: the other member's, unread, and not deleted (a deleted
     message no longer asks to be read)."""
@@ -75,14 +65,10 @@ async def attachments_of(session: AsyncSession, message_ids: Sequence[str]) -> d
         return {}
     found: dict[str, list[AttachmentOut]] = {}
     rows = await session.execute(
-        select(*_ATTACHMENT_COLUMNS).where(Attachment.message_id.in_(message_ids)).order_by(Attachment.id)
+        select(*ATTACHMENT_VIEW_COLUMNS).where(Attachment.message_id.in_(message_ids)).order_by(Attachment.id)
     )
     for row in rows:
-        found.setdefault(row.message_id, []).append(
-            AttachmentOut(
-                id=row.id, name=row.name, url=row.url, kind=row.kind, content_type=row.content_type, size=row.size
-            )
-        )
+        found.setdefault(row.message_id, []).append(attachment_out(row._mapping))
     return found
 
 

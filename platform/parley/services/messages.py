@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Integer, Select, String, bindparam, case, delete, insert, or_, select, update
+from sqlalchemy import Integer, Select, String, bindparam, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +18,7 @@ from parley.events import EventType, MessageCreated, MessageDeleted
 from parley.ids import is_valid_id, new_id
 from parley.models import Attachment, AttachmentKind, Conversation, Message, MessageSource, User, utcnow
 from parley.schemas import AttachmentOut, MessageOut
+from parley.services.attachments import claim_uploads, forget_message_uploads
 from parley.services.conversations import get_member_conversation
 from parley.services.message_views import (
     MESSAGE_COLUMNS,
@@ -52,6 +53,8 @@ class MessageDraft:
     attachments: tuple[AttachmentDraft, ...] = field(default_factory=tuple)
     client_id: str | None = None
     source: MessageSource = MessageSource.API
+    # Uploads (POST /attachments) of the sender's, not used yet.
+    attachment_ids: tuple[str, ...] = ()
 
 
 def field_error(field_name: str, message: str) -> Invalid:
@@ -65,7 +68,7 @@ def check_draft(draft: MessageDraft, settings: Settings) -> None:
         raise field_error("content", "must not be empty")
     if length > settings.max_message_chars:
         raise field_error("content", f"must be at most {settings.max_message_chars} characters")
-    if len(draft.attachments) > MAX_ATTACHMENTS:
+    if len(draft.attachments) + len(draft.attachment_ids) > MAX_ATTACHMENTS:
         raise field_error("attachments", f"at most {MAX_ATTACHMENTS} attachments per message")
 
 
@@ -131,7 +134,10 @@ async def write_message(session: AsyncSession, conversation_id: str, sender: Use
     attachments = [_attachment_row(values["id"], a) for a in draft.attachments]
     if attachments:
         await session.execute(insert(Attachment), attachments)
-    view = message_view(values, summary_of(sender), [AttachmentOut(**a) for a in attachments])
+    shown = [AttachmentOut(**a) for a in attachments]
+    shown += await claim_uploads(session, sender, values["id"], draft.attachment_ids)
+    shown.sort(key=lambda a: a.id)  # the order history shows them in
+    view = message_view(values, summary_of(sender), shown)
     await record_event(session, EventType.MESSAGE_CREATED, MessageCreated(message=view), conversation_id=conversation_id)
     return view
 
@@ -265,7 +271,7 @@ async def delete_message(session: AsyncSession, actor: User, message_id: str) ->
             message.content = DELETED_CONTENT
             message.deleted_at = now
             message.updated_at = now
-            await session.execute(delete(Attachment).where(Attachment.message_id == message.id))
+            await forget_message_uploads(session, message)
             await session.flush()
             view = message_view(_row_of(message), summary_of(actor), [])
             await record_event(

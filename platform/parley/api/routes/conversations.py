@@ -30,6 +30,7 @@ def _draft(body: SendMessageBody) -> MessageDraft:
         content=body.content,
         attachments=tuple(AttachmentDraft(**a.model_dump()) for a in body.attachments),
         client_id=body.client_id,
+        attachment_ids=tuple(body.attachment_ids),
     )
 
 

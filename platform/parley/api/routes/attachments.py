@@ -1,0 +1,161 @@
+"""Attachments: uploading a file, its metadata, its content and thumbnails."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from integrations.media.sniffing import sniff
+from parley.api.auth import current_user
+from parley.api.endpoints import EndpointTable, parse_query, respond
+from parley.api.errors import ApiError
+from parley.api.keys import SESSIONS, SETTINGS, STORAGE
+from parley.api.schemas import ThumbnailQuery
+from parley.errors import TooLarge
+from parley.schemas import UploadOut
+from parley.services import attachments
+from parley.services.storage import LocalFile, RedirectTo, StoredObjectMissing
+from parley.services.uploads import UploadStaging, staging_directory
+
+endpoints = EndpointTable(tag="attachments")
+
+CHUNK_BYTES = 256 * 1024
+# Multipart framing around the file: boundaries and part headers.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# What aiohttp's multipart reader raises on a malformed body.
+MALFORMED = (ValueError, AssertionError, RuntimeError, HttpProcessingError)
+
+
+def _bad_upload(message: str) -> ApiError:
+    return ApiError(400, "invalid_upload", message)
+
+
+async def _file_part(request: web.Request) -> BodyPartReader:
+    """The first part of the form that carries a file."""
+    if request.content_type != "multipart/form-data":
+        raise _bad_upload("send the file as multipart/form-data, in a part with a filename")
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise _bad_upload("the form has no file part")
+            if isinstance(part, BodyPartReader) and part.filename is not None:
+                return part
+            await part.release()  # a plain field: skipped
+    except MALFORMED as exc:
+        raise _bad_upload(f"malformed multipart body: {exc}") from None
+
+
+async def _receive(part: BodyPartReader, staging: UploadStaging) -> None:
+    """Stream the part into the staging file, a chunk at a time; past the limit, stop reading."""
+    try:
+        while chunk := await part.read_chunk(CHUNK_BYTES):
+            await asyncio.to_thread(staging.add, chunk)
+    except MALFORMED as exc:
+        raise _bad_upload(f"malformed multipart body: {exc}") from None
+    finally:
+        await asyncio.to_thread(staging.finish)
+
+
+@endpoints.route(
+    "POST",
+    "/api/v1/attachments",
+    summary="Upload one file (multipart/form-data, a part with a filename): 201, `processing` until a media "
+    "worker has made it `ready`. Attach it by sending a message with `attachment_ids`.",
+    responses={201: UploadOut},
+    errors=(400, 413, 415, 422, 503),
+    upload_field="file",
+)
+async def upload_attachment(request: web.Request) -> web.Response:
+    user = current_user(request)
+    settings = request.app[SETTINGS]
+    limit = settings.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD_BYTES:
+        # Refused before a byte is read.
+        raise TooLarge(f"the file is larger than {limit} bytes", details={"max_bytes": limit})
+    part = await _file_part(request)
+    staging = await asyncio.to_thread(UploadStaging, staging_directory(settings.storage_path), limit)
+    try:
+        await _receive(part, staging)
+    except BaseException:
+        await asyncio.to_thread(staging.discard)
+        raise
+    async with request.app[SESSIONS]() as session:
+        view = await attachments.accept_upload(
+            session, request.app[STORAGE], user, staging, sniff(staging.head), part.filename
+        )
+    return respond(view, 201)
+
+
+@endpoints.route(
+    "GET",
+    "/api/v1/attachments/{attachment_id}",
+    summary="An attachment's metadata: for its uploader before it is sent, the conversation's members after",
+    responses={200: UploadOut},
+    errors=(404,),
+)
+async def get_attachment(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with request.app[SESSIONS]() as session:
+        view = await attachments.show_attachment(session, user, request.match_info["attachment_id"])
+    return respond(view)
+
+
+def _serve(serving: attachments.Serving) -> web.StreamResponse:
+    headers = {
+        "Content-Disposition": serving.disposition,
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, max-age=300",
+    }
+    if isinstance(serving.location, RedirectTo):
+        # Short-lived presigned URL: never cached longer than it lives.
+        headers["Cache-Control"] = "private, no-store"
+        raise web.HTTPFound(serving.location.url, headers=headers)
+    assert isinstance(serving.location, LocalFile)
+    # FileResponse streams from disk and answers Range requests (206, 416) itself.
+    return web.FileResponse(serving.location.path, headers={**headers, "Content-Type": serving.content_type})
+
+
+def _missing(attachment_id: str) -> ApiError:
+    return ApiError(404, "not_found", "the attachment's file is gone", {"attachment_id": attachment_id})
+
+
+@endpoints.route(
+    "GET",
+    "/api/v1/attachments/{attachment_id}/content",
+    summary="The file (Range requests supported), or a redirect to a short-lived S3 URL; 409 while processing",
+    responses={200: None, 302: None},
+    errors=(404, 409),
+)
+async def get_attachment_content(request: web.Request) -> web.StreamResponse:
+    user = current_user(request)
+    attachment_id = request.match_info["attachment_id"]
+    async with request.app[SESSIONS]() as session:
+        try:
+            serving = await attachments.serve_content(session, request.app[STORAGE], user, attachment_id)
+        except StoredObjectMissing:
+            raise _missing(attachment_id) from None
+    return _serve(serving)
+
+
+@endpoints.route(
+    "GET",
+    "/api/v1/attachments/{attachment_id}/thumbnail",
+    summary="A thumbnail of an image or video: the smallest at least `size` pixels on its long side",
+    query=ThumbnailQuery,
+    responses={200: None, 302: None},
+    errors=(404, 409),
+)
+async def get_attachment_thumbnail(request: web.Request) -> web.StreamResponse:
+    user = current_user(request)
+    query = parse_query(request, ThumbnailQuery)
+    attachment_id = request.match_info["attachment_id"]
+    async with request.app[SESSIONS]() as session:
+        try:
+            serving = await attachments.serve_thumbnail(session, request.app[STORAGE], user, attachment_id, query.size)
+        except StoredObjectMissing:
+            raise _missing(attachment_id) from None
+    return _serve(serving)
