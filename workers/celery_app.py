@@ -20,6 +20,7 @@ from workers.broker import REDIS_SCHEMES, broker_config
 from workers.context import WorkerContext
 from workers.queues import DEFAULT_QUEUE, QUEUES
 from workers.tasks import DISPATCH_TASK, DISPATCH_TIME_LIMIT, register_tasks
+from workers.webhook_tasks import register_webhook_tasks
 
 log = logging.getLogger("parley.workers")
 
@@ -39,6 +40,7 @@ def create_celery_app(settings: Settings) -> ParleyCelery:
     app.conf.update(celery_config(settings))
     app.parley = WorkerContext(settings)
     register_tasks(app)
+    register_webhook_tasks(app)
     return app
 
 

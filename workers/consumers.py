@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from parley.config import Settings
 from parley.outbox.consumers import Consumer, ConsumerRegistry, consumers_from_modules
+from workers.webhook_tasks import WEBHOOK_CONSUMER
 
-BUILTIN_CONSUMERS: tuple[Consumer, ...] = ()
+BUILTIN_CONSUMERS: tuple[Consumer, ...] = (WEBHOOK_CONSUMER,)
 
 
 def build_registry(settings: Settings) -> ConsumerRegistry:

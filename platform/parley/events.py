@@ -17,6 +17,8 @@ class EventType(enum.StrEnum):
     MESSAGE_CREATED = "message.created"
     MESSAGE_READ = "message.read"
     MESSAGE_DELETED = "message.deleted"
+    WEBHOOK_TEST = "webhook.test"
+    ENDPOINT_DISABLED = "endpoint.disabled"
 
 
 class ConversationCreated(BaseModel):
@@ -42,11 +44,31 @@ class MessageRead(BaseModel):
     count: int
 
 
+class WebhookTest(BaseModel):
+    """Sent by `POST /webhooks/{id}/test`, to that endpoint only."""
+
+    endpoint_id: str
+    owner_id: str | None  # None: the admin's endpoint
+
+
+class EndpointDisabled(BaseModel):
+    """Parley stopped delivering to a webhook endpoint: it answered 410 Gone, or every delivery
+    failed for PARLEY_WEBHOOK_DISABLE_AFTER_FAILING_DAYS. Goes to its owner's other endpoints and
+    the admin's."""
+
+    endpoint_id: str
+    owner_id: str | None
+    url: str
+    reason: str
+
+
 PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.CONVERSATION_CREATED: ConversationCreated,
     EventType.MESSAGE_CREATED: MessageCreated,
     EventType.MESSAGE_DELETED: MessageDeleted,
     EventType.MESSAGE_READ: MessageRead,
+    EventType.WEBHOOK_TEST: WebhookTest,
+    EventType.ENDPOINT_DISABLED: EndpointDisabled,
 }
 
 

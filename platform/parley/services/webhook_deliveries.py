@@ -1,0 +1,327 @@
+"""Webhook deliveries from the workers' side, in short synchronous transactions: fanning an event
+out to the endpoints that want it, claiming due deliveries for sending, and recording what each
+attempt got, which decides success, the next retry or failure, and when an endpoint is disabled.
+
+The HTTP call itself happens between a claim and its record, outside any transaction, in the
+webhooks package. A claim is a lease: the delivery is `delivering` until `due_at`; if the worker
+dies mid-call the lease lapses and the next claim takes it again (one more attempt, never none).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from parley.config import Settings
+from parley.db import sync_write_transaction
+from parley.events import EndpointDisabled, EventType
+from parley.ids import new_id
+from parley.models import (
+    Conversation,
+    DeliveryStatus,
+    Event,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    utcnow,
+)
+from parley.secret_box import SecretUnreadable, secret_box
+from parley.services.outbox import record_event_sync
+from parley.services.webhook_matching import EventFacts, delivery_rows, schedule_statement
+
+log = logging.getLogger("parley.webhooks")
+
+LIVE = (DeliveryStatus.PENDING, DeliveryStatus.DELIVERING)
+# A claim outlives the HTTP timeout by this much before another worker may take the delivery over.
+LEASE_MARGIN_SECONDS = 5.0
+JITTER = 0.1  # up to 10% added to each retry delay, so a recovering receiver is not hit all at once
+MAX_ERROR_CHARS = 500
+GONE = 410
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+LOST_ATTEMPT = "interrupted: the worker delivering it stopped before an answer was recorded"
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """Everything the sender needs, read in the claiming transaction."""
+
+    delivery_id: str  # the webhook-id header
+    endpoint_id: str
+    url: str
+    secrets: tuple[str, ...]  # every secret that signs now: the current one, and the previous in its overlap
+    body: bytes
+    attempt: int  # attempt_count as claimed: a record for an older claim changes nothing
+
+
+@dataclass(frozen=True)
+class Claim:
+    deliveries: list[ClaimedDelivery]
+    next_due_at: datetime | None  # the earliest live delivery left, claimable or not
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    delivery_id: str
+    attempt: int
+    attempted_at: datetime
+    duration_ms: int | None
+    status_code: int | None = None
+    response_excerpt: str | None = None
+    error: str | None = None
+    retry_after_seconds: float | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+# --- fan-out ------------------------------------------------------------------------------------
+
+
+def fan_out(session: Session, event_id: int, event_type: str, conversation_id: str | None, payload: dict[str, Any]) -> int:
+    """In the caller's transaction (the fan-out consumer's receipt): one pending delivery per
+    enabled endpoint that wants the event, at most one per endpoint and event. Returns how many."""
+    members: frozenset[str] = frozenset()
+    if conversation_id is not None:
+        row = session.execute(
+            select(Conversation.initiator_id, Conversation.recipient_id).where(Conversation.id == conversation_id)
+        ).first()
+        members = frozenset(row) if row is not None else frozenset()
+    query = select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))
+    if event_type != EventType.WEBHOOK_TEST:
+        query = query.where(WebhookEndpoint.owner_id.is_(None) | WebhookEndpoint.owner_id.in_(
+            members | {str(payload.get("owner_id"))}
+        ))
+    rows = delivery_rows(session.scalars(query), EventFacts(event_id, event_type, payload, members), utcnow())
+    if rows:
+        session.execute(schedule_statement(session.get_bind().dialect.name, rows, again=False))
+    return len(rows)
+
+
+# --- claiming -----------------------------------------------------------------------------------
+
+
+def claim_due(sessions: sessionmaker[Session], settings: Settings, limit: int) -> Claim:
+    """Claim up to `limit` due deliveries, at most PARLEY_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT in
+    flight per endpoint (counting every worker's unexpired claims), oldest due first, so one
+    endpoint's backlog or hang never takes the whole budget."""
+    now = utcnow()
+    lease_until = now + timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
+    with sessions() as session, sync_write_transaction(session):
+        picked = session.scalars(_pick_statement(now, settings.webhook_max_in_flight_per_endpoint, limit)).all()
+        claimed: list[tuple[str, DeliveryStatus]] = []
+        if picked:
+            # SKIP LOCKED: claimers side by side take different rows. On SQLite the write transaction
+            # is already exclusive and the clause renders as nothing.
+            claimed = [
+                (row.id, row.status)
+                for row in session.execute(
+                    select(WebhookDelivery.id, WebhookDelivery.status)
+                    .where(WebhookDelivery.id.in_(picked), WebhookDelivery.status.in_(LIVE), WebhookDelivery.due_at <= now)
+                    .with_for_update(skip_locked=True)
+                )
+            ]
+        ids = [delivery_id for delivery_id, _ in claimed]
+        lost = [delivery_id for delivery_id, status in claimed if status is DeliveryStatus.DELIVERING]
+        if lost:
+            session.add_all(
+                WebhookAttempt(id=new_id(), delivery_id=d, attempted_at=now, error=LOST_ATTEMPT) for d in lost
+            )
+        deliveries: list[ClaimedDelivery] = []
+        if ids:
+            session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(ids))
+                .values(
+                    status=DeliveryStatus.DELIVERING,
+                    due_at=lease_until,
+                    attempt_count=WebhookDelivery.attempt_count + 1,
+                    updated_at=now,
+                ),
+                execution_options={"synchronize_session": False},
+            )
+            deliveries = _claimed_details(session, settings, ids, now)
+        next_due = session.scalar(
+            select(func.min(WebhookDelivery.due_at))
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            .where(WebhookDelivery.status.in_(LIVE), WebhookEndpoint.enabled.is_(True))
+        )
+    return Claim(deliveries, next_due)
+
+
+def _pick_statement(now: datetime, per_endpoint: int, limit: int):  # type: ignore[no-untyped-def]
+    in_flight = (
+        select(WebhookDelivery.endpoint_id, func.count().label("n"))
+        .where(WebhookDelivery.status == DeliveryStatus.DELIVERING, WebhookDelivery.due_at > now)
+        .group_by(WebhookDelivery.endpoint_id)
+        .subquery()
+    )
+    ranked = (
+        select(
+            WebhookDelivery.id,
+            WebhookDelivery.endpoint_id,
+            WebhookDelivery.due_at,
+            func.row_number()
+            .over(partition_by=WebhookDelivery.endpoint_id, order_by=(WebhookDelivery.due_at, WebhookDelivery.id))
+            .label("rank"),
+        )
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookEndpoint.enabled.is_(True), WebhookDelivery.status.in_(LIVE), WebhookDelivery.due_at <= now)
+        .subquery()
+    )
+    return (
+        select(ranked.c.id)
+        .outerjoin(in_flight, in_flight.c.endpoint_id == ranked.c.endpoint_id)
+        .where(ranked.c.rank <= per_endpoint - func.coalesce(in_flight.c.n, 0))
+        .order_by(ranked.c.due_at)
+        .limit(limit)
+    )
+
+
+def _claimed_details(session: Session, settings: Settings, ids: Sequence[str], now: datetime) -> list[ClaimedDelivery]:
+    rows = session.execute(
+        select(WebhookDelivery, WebhookEndpoint, Event)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .join(Event, Event.id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.id.in_(ids))
+    ).all()
+    box = secret_box(settings)
+    claimed = []
+    for delivery, endpoint, event in rows:
+        try:
+            secrets = tuple(box.decrypt(s) for s in _signing_secrets(endpoint, now))
+        except SecretUnreadable:
+            secrets = ()  # the sender records the failure; the log says why
+        claimed.append(
+            ClaimedDelivery(
+                delivery_id=delivery.id,
+                endpoint_id=endpoint.id,
+                url=endpoint.url,
+                secrets=secrets,
+                body=webhook_body(event),
+                attempt=delivery.attempt_count,
+            )
+        )
+    return claimed
+
+
+def _signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
+    encrypted = [endpoint.secret_encrypted]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_encrypted is not None and expires is not None and expires > now:
+        encrypted.append(endpoint.previous_secret_encrypted)
+    return encrypted
+
+
+def webhook_body(event: Event) -> bytes:
+    """Standard Webhooks' {type, timestamp, data} with the payload the REST API and WebSocket
+    show, plus `sequence`: the event's id, which grows within a conversation (with gaps), so a
+    receiver can put a conversation's events in order."""
+    body = {
+        "type": event.type,
+        "timestamp": event.created_at.isoformat().replace("+00:00", "Z"),
+        "data": event.payload,
+        "sequence": event.id,
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# --- recording ----------------------------------------------------------------------------------
+
+
+def record_attempts(sessions: sessionmaker[Session], settings: Settings, results: Sequence[AttemptResult]) -> None:
+    """One transaction for a batch of finished attempts: each is logged, and each still holding
+    its claim moves on (succeeded, pending again, or failed)."""
+    if not results:
+        return
+    with sessions() as session, sync_write_transaction(session):
+        now = utcnow()
+        deliveries = {
+            d.id: d for d in session.scalars(
+                select(WebhookDelivery).where(WebhookDelivery.id.in_([r.delivery_id for r in results]))
+            )
+        }
+        for result in results:
+            delivery = deliveries.get(result.delivery_id)
+            if delivery is None:  # its endpoint was deleted meanwhile
+                continue
+            session.add(
+                WebhookAttempt(
+                    id=new_id(),
+                    delivery_id=delivery.id,
+                    attempted_at=result.attempted_at,
+                    duration_ms=result.duration_ms,
+                    status_code=result.status_code,
+                    response_excerpt=result.response_excerpt,
+                    error=result.error[:MAX_ERROR_CHARS] if result.error else None,
+                )
+            )
+            if delivery.status is not DeliveryStatus.DELIVERING or delivery.attempt_count != result.attempt:
+                continue  # this claim lapsed and another took the delivery over: that one decides
+            endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
+            assert endpoint is not None  # deliveries cascade with their endpoint
+            _advance(session, settings, delivery, endpoint, result, now)
+
+
+def _advance(
+    session: Session,
+    settings: Settings,
+    delivery: WebhookDelivery,
+    endpoint: WebhookEndpoint,
+    result: AttemptResult,
+    now: datetime,
+) -> None:
+    delivery.updated_at = now
+    if result.succeeded:
+        delivery.status, delivery.due_at = DeliveryStatus.SUCCEEDED, None
+        endpoint.failing_since = None
+        return
+    if result.status_code == GONE:
+        delivery.status, delivery.due_at = DeliveryStatus.FAILED, None
+        disable_endpoint(session, endpoint, "the endpoint answered 410 Gone")
+        return
+    delay = next_delay(settings, delivery.attempt_count, result)
+    if delay is None:
+        delivery.status, delivery.due_at = DeliveryStatus.FAILED, None
+    else:
+        delivery.status, delivery.due_at = DeliveryStatus.PENDING, now + timedelta(seconds=delay)
+    if endpoint.failing_since is None:
+        endpoint.failing_since = result.attempted_at
+    elif now - endpoint.failing_since >= timedelta(days=settings.webhook_disable_after_failing_days):
+        disable_endpoint(
+            session, endpoint, f"every delivery failed for {settings.webhook_disable_after_failing_days:g} days"
+        )
+
+
+def next_delay(settings: Settings, attempts_made: int, result: AttemptResult) -> float | None:
+    """Seconds until the next attempt, or None when the schedule is used up. A 429 or 503 with
+    Retry-After is retried when the receiver asked (capped at the schedule's longest delay)."""
+    schedule = settings.webhook_retry_schedule
+    if attempts_made >= len(schedule):
+        return None
+    if result.status_code in RETRY_AFTER_STATUSES and result.retry_after_seconds is not None:
+        return min(max(result.retry_after_seconds, 0.0), max(schedule))
+    return schedule[attempts_made] * random.uniform(1.0, 1.0 + JITTER)
+
+
+def disable_endpoint(session: Session, endpoint: WebhookEndpoint, reason: str) -> None:
+    if not endpoint.enabled:
+        return
+    endpoint.enabled = False
+    endpoint.disabled_reason = reason
+    endpoint.updated_at = utcnow()
+    record_event_sync(
+        session,
+        EventType.ENDPOINT_DISABLED,
+        EndpointDisabled(endpoint_id=endpoint.id, owner_id=endpoint.owner_id, url=endpoint.url, reason=reason),
+        conversation_id=None,
+    )
+    log.warning("webhooks.endpoint_disabled", extra={"endpoint_id": endpoint.id, "reason": reason})
