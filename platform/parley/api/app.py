@@ -15,7 +15,7 @@ from parley.api.endpoints import Endpoint
 from parley.api.errors import error_middleware
 from parley.api.keys import ENGINE, REQUEST_ID, SESSIONS, SETTINGS
 from parley.api.openapi import build_openapi
-from parley.api.routes import conversations, meta, users
+from parley.api.routes import conversations, meta, users, webhooks
 from parley.config import Settings
 from parley.db import async_session_factory, create_async_db_engine
 from parley.ids import new_id
@@ -27,7 +27,7 @@ OUTBOX_NUDGER = web.AppKey("outbox_nudger", OutboxNudger)
 # Requests that cannot have written an outbox event.
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-ROUTE_TABLES = (meta.endpoints, users.endpoints, conversations.endpoints)
+ROUTE_TABLES = (meta.endpoints, users.endpoints, conversations.endpoints, webhooks.endpoints)
 
 
 def all_endpoints() -> list[Endpoint]:

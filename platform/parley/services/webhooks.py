@@ -221,17 +221,23 @@ async def retry_delivery(session: AsyncSession, owner_id: str | None, endpoint_i
         row = {"id": delivery.id, "endpoint_id": endpoint.id, "event_id": delivery.event_id,
                "event_type": delivery.event_type, "status": delivery.status, "due_at": now,
                "attempt_count": 0, "created_at": now, "updated_at": now}
-        await session.execute(schedule_statement(session.bind.dialect.name, [row], again=True))
+        await session.execute(schedule_statement(session.get_bind().dialect.name, [row], again=True))
         await session.refresh(delivery)
     return delivery
 
 
 async def replay(session: AsyncSession, owner_id: str | None, endpoint_id: str, since: datetime) -> int:
     """Send again every event since `since` that this endpoint takes (at most REPLAY_MAX_EVENTS,
-    oldest first); events it never had are delivered for the first time. Returns how many."""
+    oldest first); events it never had are delivered for the first time. Test pings are not
+    replayed. Returns how many."""
     async with write_transaction(session):
         endpoint = await _owned_endpoint(session, owner_id, endpoint_id)
-        query = select(Event).where(Event.created_at >= since).order_by(Event.id).limit(REPLAY_MAX_EVENTS)
+        query = (
+            select(Event)
+            .where(Event.created_at >= since, Event.type != EventType.WEBHOOK_TEST.value)
+            .order_by(Event.id)
+            .limit(REPLAY_MAX_EVENTS)
+        )
         if owner_id is not None:
             # Only the owner's conversations, and events of no conversation (tests, endpoint.disabled).
             mine = select(Conversation.id).where(
@@ -251,7 +257,7 @@ async def replay(session: AsyncSession, owner_id: str | None, endpoint_id: str, 
             )
         ]
         for start in range(0, len(rows), 500):
-            await session.execute(schedule_statement(session.bind.dialect.name, rows[start : start + 500], again=True))
+            await session.execute(schedule_statement(session.get_bind().dialect.name, rows[start : start + 500], again=True))
     return len(rows)
 
 
