@@ -24,8 +24,8 @@ from parley.errors import Invalid
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Ranges refused by name, checked before the general "not globally routable" rule so the error says
-# which one. Python's is_private and friends cover most; these are the ones they leave out or that
+# Ranges refused by name, checked first so the error names the most specific range. Python's
+# is_private and friends cover most; these are the ones they leave out or that
 # tunnel to IPv4 addresses the guard would otherwise not see.
 _NAMED_RANGES: tuple[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network], ...] = (
     ("carrier-grade NAT", ipaddress.ip_network("100.64.0.0/10")),
@@ -47,6 +47,9 @@ def address_problem(address: IPAddress) -> str | None:
     """Why Parley must not connect to `address`, or None if it may."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return "IPv4-mapped IPv6 address"
+    for name, network in _NAMED_RANGES:
+        if address.version == network.version and address in network:
+            return f"{name} address"
     checks = (
         ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),
@@ -56,9 +59,6 @@ def address_problem(address: IPAddress) -> str | None:
     )
     for name, refused in checks:
         if refused:
-            return f"{name} address"
-    for name, network in _NAMED_RANGES:
-        if address.version == network.version and address in network:
             return f"{name} address"
     if address.is_private:
         return "private address"
