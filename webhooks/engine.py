@@ -75,11 +75,7 @@ class DeliveryEngine:
         self._wanted = asyncio.Event()
         self._ready.set()
         settings = self.settings
-        async with client_session(
-            self.guard,
-            max_connections=settings.webhook_max_in_flight,
-            per_host=settings.webhook_max_in_flight_per_endpoint,
-        ) as http:
+        async with client_session(self.guard, max_connections=settings.webhook_max_in_flight) as http:
             while True:
                 self._wanted.clear()
                 try:

@@ -38,13 +38,15 @@ class GuardedResolver(AbstractResolver):
         return None
 
 
-def client_session(guard: UrlGuard, *, max_connections: int, per_host: int) -> aiohttp.ClientSession:
+def client_session(guard: UrlGuard, *, max_connections: int) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(guard),
         use_dns_cache=False,
         family=socket.AF_UNSPEC,
         limit=max_connections,
-        limit_per_host=per_host,
+        # No per-host limit: endpoints of one host (one receiver, many paths) would share it and a
+        # hanging one would hold the others back. The claim caps deliveries per endpoint instead.
+        limit_per_host=0,
     )
     # No cookies kept between receivers; no proxy from the environment (it would bypass the guard).
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)

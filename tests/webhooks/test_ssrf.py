@@ -103,7 +103,7 @@ async def test_delivery_checks_again_and_never_connects_to_a_refused_address(rec
     """An endpoint registered while its address was allowed: at delivery the guard, now without the
     allowlist, refuses it (a literal IP, or a name through the pinned resolver) and the receiver
     sees nothing."""
-    async with client_session(GUARD, max_connections=4, per_host=2) as http:
+    async with client_session(GUARD, max_connections=4) as http:
         result = await send(http, GUARD, _claimed(f"http://{host}:{receiver.port}/hook"), timeout=5, excerpt_bytes=1024)
     assert result.status_code is None and result.error is not None and "loopback" in result.error
     assert receiver.requests("hook") == []
@@ -114,7 +114,7 @@ async def test_an_allowed_receiver_gets_the_signed_delivery(receiver: Receiver) 
     allowing = UrlGuard(load_settings(webhook_allowed_cidrs="127.0.0.1/32"))
     claimed = _claimed(receiver.url("hook"))
     receiver.expect_secrets("hook", *claimed.secrets)
-    async with client_session(allowing, max_connections=4, per_host=2) as http:
+    async with client_session(allowing, max_connections=4) as http:
         result = await send(http, allowing, claimed, timeout=5, excerpt_bytes=2)
     assert (result.status_code, result.response_excerpt, result.error) == (200, "ok", None)
     [got] = receiver.requests("hook")
