@@ -46,6 +46,7 @@ JITTER = 0.1  # up to 10% added to each retry delay, so a recovering receiver is
 MAX_ERROR_CHARS = 500
 GONE = 410
 RETRY_AFTER_STATUSES = frozenset({429, 503})
+RETRY_AFTER_MAX_SECONDS = 86_400.0  # a receiver asking for more than a day gets a day
 LOST_ATTEMPT = "interrupted: the worker delivering it stopped before an answer was recorded"
 
 
@@ -303,12 +304,12 @@ def _advance(
 
 def next_delay(settings: Settings, attempts_made: int, result: AttemptResult) -> float | None:
     """Seconds until the next attempt, or None when the schedule is used up. A 429 or 503 with
-    Retry-After is retried when the receiver asked (capped at the schedule's longest delay)."""
+    Retry-After is retried when the receiver asked (at most a day later); it still uses an attempt."""
     schedule = settings.webhook_retry_schedule
     if attempts_made >= len(schedule):
         return None
     if result.status_code in RETRY_AFTER_STATUSES and result.retry_after_seconds is not None:
-        return min(max(result.retry_after_seconds, 0.0), max(schedule))
+        return min(max(result.retry_after_seconds, 0.0), RETRY_AFTER_MAX_SECONDS)
     return schedule[attempts_made] * random.uniform(1.0, 1.0 + JITTER)
 
 
