@@ -39,8 +39,7 @@ CLAIM_BATCH = 100
 # Without a wake-up, look for due work this often (retries coming due, manual retries and replays
 # written by the API, lapsed claims of a dead worker).
 IDLE_POLL_SECONDS = 1.0
-# While deliveries are due but held back by their endpoint's cap, look again this often.
-BUSY_POLL_SECONDS = 0.05
+MIN_WAIT_SECONDS = 0.01
 ERROR_PAUSE_SECONDS = 1.0
 START_TIMEOUT_SECONDS = 10.0
 
@@ -110,7 +109,7 @@ class DeliveryEngine:
         if claim.next_due_at is None:
             return IDLE_POLL_SECONDS
         until_due = (claim.next_due_at - utcnow()).total_seconds()
-        return min(IDLE_POLL_SECONDS, max(BUSY_POLL_SECONDS, until_due))
+        return min(IDLE_POLL_SECONDS, max(MIN_WAIT_SECONDS, until_due))
 
     async def _attempt(self, http: aiohttp.ClientSession, claimed: ClaimedDelivery) -> None:
         result = await send(

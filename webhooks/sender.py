@@ -27,7 +27,7 @@ async def send(
 
     def result(**outcome: object) -> AttemptResult:
         elapsed = round((time.perf_counter() - started) * 1000)
-        return AttemptResult(claimed.delivery_id, claimed.attempt, attempted_at, elapsed, **outcome)  # type: ignore[arg-type]
+        return AttemptResult(claimed.delivery_id, claimed.endpoint_id, claimed.attempt, attempted_at, elapsed, **outcome)  # type: ignore[arg-type]
 
     if not claimed.secrets:
         return result(error="the signing secret cannot be decrypted (was PARLEY_SECRET_KEY changed?)")

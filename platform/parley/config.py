@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         description="An endpoint whose deliveries have all failed for this many days is disabled.",
     )
     webhook_max_in_flight_per_endpoint: int = Field(
-        default=4, ge=1, le=100,
+        default=16, ge=1, le=100,
         description="Deliveries to one endpoint in flight at once, per worker process, so a slow "
         "endpoint cannot take every connection.",
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from parley.config import Settings
@@ -65,12 +65,13 @@ class ClaimedDelivery:
 @dataclass(frozen=True)
 class Claim:
     deliveries: list[ClaimedDelivery]
-    next_due_at: datetime | None  # the earliest live delivery left, claimable or not
+    next_due_at: datetime | None  # when the next live delivery not yet due comes due
 
 
 @dataclass(frozen=True)
 class AttemptResult:
     delivery_id: str
+    endpoint_id: str
     attempt: int
     attempted_at: datetime
     duration_ms: int | None
@@ -150,10 +151,14 @@ def claim_due(sessions: sessionmaker[Session], settings: Settings, limit: int) -
                 execution_options={"synchronize_session": False},
             )
             deliveries = _claimed_details(session, settings, ids, now)
+        if len(ids) == limit:
+            return Claim(deliveries, now)  # more may be due: the caller comes straight back
+        # Deliveries due now but not claimed are held back by their endpoint's cap: a finishing
+        # delivery frees the slot (and wakes its engine), so only later due times count here.
         next_due = session.scalar(
             select(func.min(WebhookDelivery.due_at))
             .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-            .where(WebhookDelivery.status.in_(LIVE), WebhookEndpoint.enabled.is_(True))
+            .where(WebhookDelivery.status.in_(LIVE), WebhookDelivery.due_at > now, WebhookEndpoint.enabled.is_(True))
         )
     return Claim(deliveries, next_due)
 
@@ -188,49 +193,58 @@ def _pick_statement(now: datetime, per_endpoint: int, limit: int):  # type: igno
 
 
 def _claimed_details(session: Session, settings: Settings, ids: Sequence[str], now: datetime) -> list[ClaimedDelivery]:
+    # Plain columns rather than ORM objects: this runs for every delivery.
     rows = session.execute(
-        select(WebhookDelivery, WebhookEndpoint, Event)
+        select(
+            WebhookDelivery.id,
+            WebhookDelivery.attempt_count,
+            WebhookEndpoint.id.label("endpoint_id"),
+            WebhookEndpoint.url,
+            WebhookEndpoint.secret_encrypted,
+            WebhookEndpoint.previous_secret_encrypted,
+            WebhookEndpoint.previous_secret_expires_at,
+            Event.id.label("event_id"),
+            Event.type,
+            Event.created_at,
+            Event.payload,
+        )
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
         .join(Event, Event.id == WebhookDelivery.event_id)
         .where(WebhookDelivery.id.in_(ids))
     ).all()
     box = secret_box(settings)
     claimed = []
-    for delivery, endpoint, event in rows:
+    for row in rows:
+        encrypted = [row.secret_encrypted]
+        expires = row.previous_secret_expires_at
+        if row.previous_secret_encrypted is not None and expires is not None and expires > now:
+            encrypted.append(row.previous_secret_encrypted)
         try:
-            secrets = tuple(box.decrypt(s) for s in _signing_secrets(endpoint, now))
+            secrets = tuple(box.decrypt(s) for s in encrypted)
         except SecretUnreadable:
             secrets = ()  # the sender records the failure; the log says why
         claimed.append(
             ClaimedDelivery(
-                delivery_id=delivery.id,
-                endpoint_id=endpoint.id,
-                url=endpoint.url,
+                delivery_id=row.id,
+                endpoint_id=row.endpoint_id,
+                url=row.url,
                 secrets=secrets,
-                body=webhook_body(event),
-                attempt=delivery.attempt_count,
+                body=webhook_body(row.type, row.created_at, row.payload, row.event_id),
+                attempt=row.attempt_count,
             )
         )
     return claimed
 
 
-def _signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
-    encrypted = [endpoint.secret_encrypted]
-    expires = endpoint.previous_secret_expires_at
-    if endpoint.previous_secret_encrypted is not None and expires is not None and expires > now:
-        encrypted.append(endpoint.previous_secret_encrypted)
-    return encrypted
-
-
-def webhook_body(event: Event) -> bytes:
+def webhook_body(event_type: str, created_at: datetime, payload: dict[str, Any], event_id: int) -> bytes:
     """Standard Webhooks' {type, timestamp, data} with the payload the REST API and WebSocket
     show, plus `sequence`: the event's id, which grows within a conversation (with gaps), so a
     receiver can put a conversation's events in order."""
     body = {
-        "type": event.type,
-        "timestamp": event.created_at.isoformat().replace("+00:00", "Z"),
-        "data": event.payload,
-        "sequence": event.id,
+        "type": event_type,
+        "timestamp": created_at.isoformat().replace("+00:00", "Z"),
+        "data": payload,
+        "sequence": event_id,
     }
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -240,36 +254,63 @@ def webhook_body(event: Event) -> bytes:
 
 def record_attempts(sessions: sessionmaker[Session], settings: Settings, results: Sequence[AttemptResult]) -> None:
     """One transaction for a batch of finished attempts: each is logged, and each still holding
-    its claim moves on (succeeded, pending again, or failed)."""
+    its claim moves on (succeeded, pending again, or failed). Successes, the bulk of the traffic,
+    take a few set-wise statements; the rest go through the rules one by one."""
     if not results:
         return
+    deliveries_table = WebhookDelivery.__table__
     with sessions() as session, sync_write_transaction(session):
         now = utcnow()
+        session.execute(insert(WebhookAttempt.__table__), [_attempt_row(r) for r in results])
+        successes = [r for r in results if r.succeeded]
+        if successes:
+            # A claim that lapsed (another worker took the delivery over) matches nothing here.
+            session.execute(
+                update(deliveries_table)
+                .where(
+                    deliveries_table.c.id == bindparam("delivery"),
+                    deliveries_table.c.status == DeliveryStatus.DELIVERING,
+                    deliveries_table.c.attempt_count == bindparam("attempt"),
+                )
+                .values(status=DeliveryStatus.SUCCEEDED, due_at=None, updated_at=now),
+                [{"delivery": r.delivery_id, "attempt": r.attempt} for r in successes],
+            )
+            session.execute(
+                update(WebhookEndpoint)
+                .where(
+                    WebhookEndpoint.id.in_({r.endpoint_id for r in successes}),
+                    WebhookEndpoint.failing_since.is_not(None),
+                )
+                .values(failing_since=None),
+                execution_options={"synchronize_session": False},
+            )
+        failures = [r for r in results if not r.succeeded]
+        if not failures:
+            return
         deliveries = {
             d.id: d for d in session.scalars(
-                select(WebhookDelivery).where(WebhookDelivery.id.in_([r.delivery_id for r in results]))
+                select(WebhookDelivery).where(WebhookDelivery.id.in_([r.delivery_id for r in failures]))
             )
         }
-        for result in results:
+        for result in failures:
             delivery = deliveries.get(result.delivery_id)
-            if delivery is None:  # its endpoint was deleted meanwhile
-                continue
-            session.add(
-                WebhookAttempt(
-                    id=new_id(),
-                    delivery_id=delivery.id,
-                    attempted_at=result.attempted_at,
-                    duration_ms=result.duration_ms,
-                    status_code=result.status_code,
-                    response_excerpt=result.response_excerpt,
-                    error=result.error[:MAX_ERROR_CHARS] if result.error else None,
-                )
-            )
-            if delivery.status is not DeliveryStatus.DELIVERING or delivery.attempt_count != result.attempt:
-                continue  # this claim lapsed and another took the delivery over: that one decides
+            if delivery is None or delivery.status is not DeliveryStatus.DELIVERING or delivery.attempt_count != result.attempt:
+                continue  # deleted with its endpoint, or this claim lapsed and another took over: that one decides
             endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
             assert endpoint is not None  # deliveries cascade with their endpoint
             _advance(session, settings, delivery, endpoint, result, now)
+
+
+def _attempt_row(result: AttemptResult) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "delivery_id": result.delivery_id,
+        "attempted_at": result.attempted_at,
+        "duration_ms": result.duration_ms,
+        "status_code": result.status_code,
+        "response_excerpt": result.response_excerpt,
+        "error": result.error[:MAX_ERROR_CHARS] if result.error else None,
+    }
 
 
 def _advance(
@@ -281,10 +322,6 @@ def _advance(
     now: datetime,
 ) -> None:
     delivery.updated_at = now
-    if result.succeeded:
-        delivery.status, delivery.due_at = DeliveryStatus.SUCCEEDED, None
-        endpoint.failing_since = None
-        return
     if result.status_code == GONE:
         delivery.status, delivery.due_at = DeliveryStatus.FAILED, None
         disable_endpoint(session, endpoint, "the endpoint answered 410 Gone")
