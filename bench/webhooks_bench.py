@@ -285,9 +285,9 @@ def main() -> None:
           f"the load generator); one worker with {args.worker_concurrency} processes; {args.endpoints} endpoints")
     runs = [("healthy", 0.0, 15.0), ("hanging", args.hanging_fraction, args.hanging_timeout)]
     for name, fraction, timeout in runs:
-        figures = run(args, hanging_fraction=fraction, timeout=timeout)
         hanging = round(args.endpoints * fraction)
         print(f"  {name}: {hanging} of {args.endpoints} endpoints never answer, webhook timeout {timeout:g} s")
+        figures = run(args, hanging_fraction=fraction, timeout=timeout)
         print(f"    steady: {figures.offered_per_second:,.0f} deliveries/s offered for {args.seconds:g} s, "
               f"{figures.delivered_per_second:,.0f}/s delivered to the healthy endpoints")
         print(f"    event -> healthy delivery   {describe(figures.latency_ms)}")
