@@ -93,8 +93,9 @@ class Settings(BaseSettings):
     )
     webhook_max_in_flight_per_endpoint: int = Field(
         default=16, ge=1, le=100,
-        description="Deliveries to one endpoint in flight at once, per worker process, so a slow "
-        "endpoint cannot take every connection.",
+        description="Deliveries to one endpoint in flight at once, counted over all workers (two "
+        "claiming at the same instant may briefly exceed it), so a slow or hanging endpoint holds at "
+        "most this many connections and the rest go to other endpoints.",
     )
     webhook_max_in_flight: int = Field(
         default=200, ge=1, le=5000,
