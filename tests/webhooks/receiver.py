@@ -147,8 +147,8 @@ class Receiver:
         return web.Response(status=answer.status, headers=answer.headers, text=answer.body)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+def running_receiver() -> Iterator[Receiver]:
+    """For a fixture: a started receiver, released and stopped afterwards."""
     server = Receiver()
     server.start()
     yield server

@@ -3,16 +3,24 @@ refuses, before any byte reaches the receiver."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from parley.config import load_settings
 from parley.models import utcnow
 from parley.services.webhook_deliveries import ClaimedDelivery
 from parley.services.webhooks import new_signing_secret
-from tests.webhooks.receiver import Receiver, receiver  # noqa: F401  (the fixture)
+from tests.webhooks.receiver import Receiver, running_receiver
 from webhooks.sender import send
 from webhooks.ssrf import UrlGuard, UrlNotAllowed
 from webhooks.transport import client_session
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from running_receiver()
+
 
 GUARD = UrlGuard(load_settings())
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,8 +20,14 @@ from parley.api.app import init_app
 from parley.models import WebhookEndpoint, utcnow
 from parley.services.webhook_deliveries import LOST_ATTEMPT
 from tests.conftest import ADMIN_TOKEN
-from tests.webhooks.receiver import Answer, Receiver, Received, receiver  # noqa: F401  (the fixture)
+from tests.webhooks.receiver import Answer, Receiver, Received, running_receiver
 from tests.workers.conftest import Processes, WorkerSetup, wait_for_worker
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from running_receiver()
+
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRET_KEY = "worker-test-secret-key-0123456789abcdef"
