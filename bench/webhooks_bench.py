@@ -43,7 +43,16 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from events_bench import child, free_port, percentile, private_database, private_redis, wait_for
+from events_bench import (
+    Sender,
+    child,
+    free_port,
+    percentile,
+    private_database,
+    private_redis,
+    steady_arrival,
+    wait_for,
+)
 from parley.config import Settings, load_settings
 from parley.db import async_session_factory, create_async_db_engine, create_sync_db_engine
 from parley.migrate import upgrade_to_head
@@ -117,35 +126,7 @@ async def prepare(settings: Settings, receiver_port: int, endpoints: int, hangin
 
 def commit_events(settings: Settings, engine, conversation_id: str, rate: float, seconds: float) -> int:  # type: ignore[no-untyped-def]
     """Commit `rate` events a second for `seconds`, nudging the dispatcher as the API would."""
-    celery = create_celery_app(settings)
-    tick = 0.01
-    per_tick = rate * tick
-    owed = 0.0
-    written = 0
-    last_nudge = 0.0
-    started = time.perf_counter()
-    next_tick = started
-    try:
-        while time.perf_counter() - started < seconds:
-            owed += per_tick
-            count, owed = int(owed), owed - int(owed)
-            if count:
-                with engine.begin() as connection:
-                    connection.execute(insert(Event), [
-                        {"type": "message.created", "conversation_id": conversation_id, "payload": {"n": written + n}}
-                        for n in range(count)
-                    ])
-                written += count
-            now = time.perf_counter()
-            if now - last_nudge >= 0.02:
-                celery.send_task(DISPATCH_TASK, retry=False)
-                last_nudge = now
-            next_tick += tick
-            time.sleep(max(0.0, next_tick - time.perf_counter()))
-        celery.send_task(DISPATCH_TASK, retry=False)
-    finally:
-        celery.close()
-    return written
+    return steady_arrival(settings, engine, [Sender(conversation_id, {})], rate, seconds)
 
 
 def healthy_done(engine, after_event: int, hanging: set[str]) -> int:  # type: ignore[no-untyped-def]
