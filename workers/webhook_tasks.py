@@ -38,10 +38,10 @@ def fan_out_event(session: Session, delivery: EventDelivery) -> None:
 
 
 def _wake_engine_after_commit(_session: Session) -> None:
-    task = current_task
-    if task is None or not hasattr(task.app, "parley"):
-        return  # run outside a worker (a test calling the consumer directly): beat's sweep will wake one
-    context = task.app.parley
+    # current_task is a proxy: false when no task runs (a consumer called directly, outside a worker).
+    context = getattr(current_task.app, "parley", None) if current_task else None
+    if context is None:
+        return  # beat's sweep wakes an engine soon enough
     process_engine(context.settings, context.sessions).wake()
 
 

@@ -104,7 +104,7 @@ def fan_out(session: Session, event_id: int, event_type: str, conversation_id: s
         ))
     rows = delivery_rows(session.scalars(query), EventFacts(event_id, event_type, payload, members), utcnow())
     if rows:
-        session.execute(schedule_statement(session.get_bind().dialect.name, rows, again=False))
+        session.execute(schedule_statement(session.get_bind().dialect.name, again=False), rows)
     return len(rows)
 
 

@@ -67,12 +67,15 @@ def delivery_rows(endpoints: Iterable[WebhookEndpoint], event: EventFacts, now: 
     ]
 
 
-def schedule_statement(dialect: str, rows: list[dict[str, Any]], *, again: bool) -> Insert:
-    """Insert delivery rows, idempotent per (endpoint, event). `again` (a replay or a manual
-    retry): an existing delivery is due again now with a fresh set of attempts, keeping its id
-    (the receiver's deduplication key) and its log, unless a worker is delivering it right now."""
+def schedule_statement(dialect: str, *, again: bool) -> Insert:
+    """Inserts delivery rows (executed with a list of delivery_rows), idempotent per (endpoint,
+    event). `again` (a replay or a manual retry): an existing delivery is due again now with a
+    fresh set of attempts, keeping its id (the receiver's deduplication key) and its log, unless a
+    worker is delivering it right now. Parameters rather than inlined values: the statement
+    compiles once and is cached, which matters on the fan-out path."""
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(WebhookDelivery).values(rows)
+    table = WebhookDelivery.__table__
+    statement = insert(table)
     if not again:
         return statement.on_conflict_do_nothing(index_elements=["endpoint_id", "event_id"])
     return statement.on_conflict_do_update(
@@ -83,5 +86,5 @@ def schedule_statement(dialect: str, rows: list[dict[str, Any]], *, again: bool)
             "attempt_count": 0,
             "updated_at": statement.excluded.updated_at,
         },
-        where=WebhookDelivery.status != DeliveryStatus.DELIVERING,
+        where=table.c.status != DeliveryStatus.DELIVERING,
     )

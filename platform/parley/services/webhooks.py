@@ -221,7 +221,7 @@ async def retry_delivery(session: AsyncSession, owner_id: str | None, endpoint_i
         row = {"id": delivery.id, "endpoint_id": endpoint.id, "event_id": delivery.event_id,
                "event_type": delivery.event_type, "status": delivery.status, "due_at": now,
                "attempt_count": 0, "created_at": now, "updated_at": now}
-        await session.execute(schedule_statement(session.get_bind().dialect.name, [row], again=True))
+        await session.execute(schedule_statement(session.get_bind().dialect.name, again=True), [row])
         await session.refresh(delivery)
     return delivery
 
@@ -256,8 +256,8 @@ async def replay(session: AsyncSession, owner_id: str | None, endpoint_id: str, 
                 now,
             )
         ]
-        for start in range(0, len(rows), 500):
-            await session.execute(schedule_statement(session.get_bind().dialect.name, rows[start : start + 500], again=True))
+        if rows:
+            await session.execute(schedule_statement(session.get_bind().dialect.name, again=True), rows)
     return len(rows)
 
 
