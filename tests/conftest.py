@@ -20,6 +20,7 @@ from parley.migrate import upgrade_to_head
 from parley.models import Base
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+SECRET_KEY = "test-secret-key-0123456789-0123456789"
 POSTGRES_ADMIN_URL = os.environ.get("PARLEY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = os.environ.get("PARLEY_TEST_BACKENDS", "sqlite,postgresql").split(",")
 
@@ -88,6 +89,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         admin_token=ADMIN_TOKEN,
         database_pool_size=20,
         broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+        secret_key=SECRET_KEY,  # else webhook secrets would be keyed by a file written into ./var
     )
 
 
