@@ -22,7 +22,9 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import aiohttp
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,6 +38,7 @@ from webhooks.ssrf import UrlGuard
 from webhooks.transport import client_session
 
 log = logging.getLogger("parley.webhooks")
+T = TypeVar("T")
 
 CLAIM_BATCH = 100
 # Without a wake-up, look for due work this often (retries coming due, manual retries and replays
@@ -132,7 +135,7 @@ class DeliveryEngine:
         assert self._wanted is not None
         self._wanted.set()
 
-    async def _in_db(self, function, *args):  # type: ignore[no-untyped-def]
+    async def _in_db(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, function, *args)
 
 

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         description="A webhook delivery that has not answered 2xx within this long has failed.",
     )
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
         description="Comma-separated delays in seconds before each delivery attempt (the first is "
         "the initial try); after the last attempt fails the delivery is failed. Jitter of up to "
         "10% is added to each delay.",

@@ -15,9 +15,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from parley.config import Settings
@@ -163,7 +163,7 @@ def claim_due(sessions: sessionmaker[Session], settings: Settings, limit: int) -
     return Claim(deliveries, next_due)
 
 
-def _pick_statement(now: datetime, per_endpoint: int, limit: int):  # type: ignore[no-untyped-def]
+def _pick_statement(now: datetime, per_endpoint: int, limit: int) -> Select[tuple[str]]:
     in_flight = (
         select(WebhookDelivery.endpoint_id, func.count().label("n"))
         .where(WebhookDelivery.status == DeliveryStatus.DELIVERING, WebhookDelivery.due_at > now)
@@ -258,10 +258,10 @@ def record_attempts(sessions: sessionmaker[Session], settings: Settings, results
     take a few set-wise statements; the rest go through the rules one by one."""
     if not results:
         return
-    deliveries_table = WebhookDelivery.__table__
+    deliveries_table = cast(Table, WebhookDelivery.__table__)
     with sessions() as session, sync_write_transaction(session):
         now = utcnow()
-        session.execute(insert(WebhookAttempt.__table__), [_attempt_row(r) for r in results])
+        session.execute(insert(cast(Table, WebhookAttempt.__table__)), [_attempt_row(r) for r in results])
         successes = [r for r in results if r.succeeded]
         if successes:
             # A claim that lapsed (another worker took the delivery over) matches nothing here.

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Insert
+from sqlalchemy import Insert, Table
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -74,7 +74,7 @@ def schedule_statement(dialect: str, *, again: bool) -> Insert:
     worker is delivering it right now. Parameters rather than inlined values: the statement
     compiles once and is cached, which matters on the fan-out path."""
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    table = WebhookDelivery.__table__
+    table = cast(Table, WebhookDelivery.__table__)
     statement = insert(table)
     if not again:
         return statement.on_conflict_do_nothing(index_elements=["endpoint_id", "event_id"])

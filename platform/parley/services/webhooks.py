@@ -16,12 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import Settings
 from parley.db import write_transaction
-from parley.errors import Invalid, NotFound
+from parley.errors import Conflict, Invalid, NotFound
 from parley.events import EventType, WebhookTest
 from parley.ids import is_valid_id
 from parley.models import (
@@ -180,6 +180,10 @@ async def rotate_secret(
 async def send_test(session: AsyncSession, owner_id: str | None, endpoint_id: str) -> None:
     async with write_transaction(session):
         endpoint = await _owned_endpoint(session, owner_id, endpoint_id)
+        if not endpoint.enabled:
+            # Nothing is delivered to a disabled endpoint: say so rather than accept a ping that never goes.
+            raise Conflict("the webhook is disabled; enable it first", code="webhook_disabled",
+                           details={"webhook_id": endpoint.id, "disabled_reason": endpoint.disabled_reason})
         await record_event(
             session,
             EventType.WEBHOOK_TEST,
@@ -272,7 +276,7 @@ async def _members_of(session: AsyncSession, conversation_ids: set[str]) -> dict
     return {row.id: frozenset((row.initiator_id, row.recipient_id)) for row in rows}
 
 
-def _owned_by(owner_id: str | None):  # type: ignore[no-untyped-def]
+def _owned_by(owner_id: str | None) -> ColumnElement[bool]:
     return WebhookEndpoint.owner_id.is_(None) if owner_id is None else WebhookEndpoint.owner_id == owner_id
 
 

@@ -125,8 +125,8 @@ async def rotate_webhook_secret(request: web.Request) -> web.Response:
 
 
 @endpoints.route(
-    "POST", WEBHOOK + "/test", summary="Send a webhook.test event to this endpoint", auth="user_or_admin",
-    responses={202: QueuedOut}, errors=(404,),
+    "POST", WEBHOOK + "/test", summary="Send a webhook.test event to this endpoint (409 webhook_disabled if it is off)",
+    auth="user_or_admin", responses={202: QueuedOut}, errors=(404, 409),
 )
 async def test_webhook(request: web.Request) -> web.Response:
     owner = _owner(request)
