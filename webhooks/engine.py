@@ -64,10 +64,15 @@ class DeliveryEngine:
         self._ready = threading.Event()
         self._results: list[AttemptResult] = []
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._thread = threading.Thread(target=self._main, name="webhook-delivery", daemon=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def start(self) -> None:
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_SECONDS))
-        threading.Thread(target=self._main, name="webhook-delivery", daemon=True).start()
+        self._thread.start()
         if not self._ready.wait(START_TIMEOUT_SECONDS):
             raise RuntimeError("the webhook delivery engine did not start")
 
@@ -124,13 +129,18 @@ class DeliveryEngine:
         return min(IDLE_POLL_SECONDS, max(MIN_WAIT_SECONDS, until_due))
 
     async def _attempt(self, http: aiohttp.ClientSession, claimed: ClaimedDelivery) -> None:
-        result = await send(
-            http,
-            self.guard,
-            claimed,
-            timeout=self.settings.webhook_timeout_seconds,
-            excerpt_bytes=self.settings.webhook_response_excerpt_bytes,
-        )
+        try:
+            result = await send(
+                http,
+                self.guard,
+                claimed,
+                timeout=self.settings.webhook_timeout_seconds,
+                excerpt_bytes=self.settings.webhook_response_excerpt_bytes,
+            )
+        except Exception as exc:  # a bug here must still end the attempt, not leave it to the lease
+            log.exception("webhooks.send_failed", extra={"delivery_id": claimed.delivery_id})
+            result = AttemptResult(claimed.delivery_id, claimed.endpoint_id, claimed.attempt, utcnow(), None,
+                                   error=f"internal error: {type(exc).__name__}")
         self._results.append(result)
         assert self._wanted is not None
         self._wanted.set()
@@ -149,7 +159,7 @@ def process_engine(settings: Settings, sessions: sessionmaker[Session]) -> Deliv
     a fork, so a child never inherits its parent's engine)."""
     global _engine, _engine_pid
     with _engine_lock:
-        if _engine is None or _engine_pid != os.getpid():
+        if _engine is None or _engine_pid != os.getpid() or not _engine.alive:
             _engine = DeliveryEngine(settings, sessions)
             _engine.start()
             _engine_pid = os.getpid()

@@ -116,51 +116,59 @@ def claim_due(sessions: sessionmaker[Session], settings: Settings, limit: int) -
     flight per endpoint (counting every worker's unexpired claims), oldest due first, so one
     endpoint's backlog or hang never takes the whole budget."""
     now = utcnow()
+    pick = _pick_statement(now, settings.webhook_max_in_flight_per_endpoint, limit)
+    with sessions() as session:
+        # Engines look often; most looks find nothing, and a read transaction does not queue for
+        # SQLite's write lock.
+        with session.begin():
+            if not session.scalars(pick).first():
+                return Claim([], _next_due(session, now))
+        with sync_write_transaction(session):
+            deliveries = _claim(session, settings, session.scalars(pick).all(), now)
+            if len(deliveries) == limit:
+                return Claim(deliveries, now)  # more may be due: the caller comes straight back
+            return Claim(deliveries, _next_due(session, now))
+
+
+def _claim(session: Session, settings: Settings, picked: Sequence[str], now: datetime) -> list[ClaimedDelivery]:
+    if not picked:
+        return []
+    # SKIP LOCKED: claimers side by side take different rows. On SQLite the write transaction is
+    # already exclusive and the clause renders as nothing.
+    claimed = session.execute(
+        select(WebhookDelivery.id, WebhookDelivery.status)
+        .where(WebhookDelivery.id.in_(picked), WebhookDelivery.status.in_(LIVE), WebhookDelivery.due_at <= now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    ids = [row.id for row in claimed]
+    lost = [row.id for row in claimed if row.status is DeliveryStatus.DELIVERING]
+    if lost:
+        session.add_all(WebhookAttempt(id=new_id(), delivery_id=d, attempted_at=now, error=LOST_ATTEMPT) for d in lost)
+    if not ids:
+        return []
     lease_until = now + timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
-    with sessions() as session, sync_write_transaction(session):
-        picked = session.scalars(_pick_statement(now, settings.webhook_max_in_flight_per_endpoint, limit)).all()
-        claimed: list[tuple[str, DeliveryStatus]] = []
-        if picked:
-            # SKIP LOCKED: claimers side by side take different rows. On SQLite the write transaction
-            # is already exclusive and the clause renders as nothing.
-            claimed = [
-                (row.id, row.status)
-                for row in session.execute(
-                    select(WebhookDelivery.id, WebhookDelivery.status)
-                    .where(WebhookDelivery.id.in_(picked), WebhookDelivery.status.in_(LIVE), WebhookDelivery.due_at <= now)
-                    .with_for_update(skip_locked=True)
-                )
-            ]
-        ids = [delivery_id for delivery_id, _ in claimed]
-        lost = [delivery_id for delivery_id, status in claimed if status is DeliveryStatus.DELIVERING]
-        if lost:
-            session.add_all(
-                WebhookAttempt(id=new_id(), delivery_id=d, attempted_at=now, error=LOST_ATTEMPT) for d in lost
-            )
-        deliveries: list[ClaimedDelivery] = []
-        if ids:
-            session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_(ids))
-                .values(
-                    status=DeliveryStatus.DELIVERING,
-                    due_at=lease_until,
-                    attempt_count=WebhookDelivery.attempt_count + 1,
-                    updated_at=now,
-                ),
-                execution_options={"synchronize_session": False},
-            )
-            deliveries = _claimed_details(session, settings, ids, now)
-        if len(ids) == limit:
-            return Claim(deliveries, now)  # more may be due: the caller comes straight back
-        # Deliveries due now but not claimed are held back by their endpoint's cap: a finishing
-        # delivery frees the slot (and wakes its engine), so only later due times count here.
-        next_due = session.scalar(
-            select(func.min(WebhookDelivery.due_at))
-            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-            .where(WebhookDelivery.status.in_(LIVE), WebhookDelivery.due_at > now, WebhookEndpoint.enabled.is_(True))
-        )
-    return Claim(deliveries, next_due)
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(ids))
+        .values(
+            status=DeliveryStatus.DELIVERING,
+            due_at=lease_until,
+            attempt_count=WebhookDelivery.attempt_count + 1,
+            updated_at=now,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    return _claimed_details(session, settings, ids, now)
+
+
+def _next_due(session: Session, now: datetime) -> datetime | None:
+    # Deliveries due now but not claimed are held back by their endpoint's cap: a finishing
+    # delivery frees the slot (and wakes its engine), so only later due times count here.
+    return session.scalar(
+        select(func.min(WebhookDelivery.due_at))
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookDelivery.status.in_(LIVE), WebhookDelivery.due_at > now, WebhookEndpoint.enabled.is_(True))
+    )
 
 
 def _pick_statement(now: datetime, per_endpoint: int, limit: int) -> Select[tuple[str]]:
