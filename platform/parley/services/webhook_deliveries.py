@@ -121,10 +121,12 @@ def claim_due(sessions: sessionmaker[Session], settings: Settings, limit: int) -
         # Engines look often; most looks find nothing, and a read transaction does not queue for
         # SQLite's write lock.
         with session.begin():
-            if not session.scalars(pick).first():
+            picked = session.scalars(pick).all()
+            if not picked:
                 return Claim([], _next_due(session, now))
         with sync_write_transaction(session):
-            deliveries = _claim(session, settings, session.scalars(pick).all(), now)
+            # The lock below re-checks that each picked delivery is still due and unclaimed.
+            deliveries = _claim(session, settings, picked, now)
             if len(deliveries) == limit:
                 return Claim(deliveries, now)  # more may be due: the caller comes straight back
             return Claim(deliveries, _next_due(session, now))
