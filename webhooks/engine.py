@@ -108,7 +108,17 @@ class DeliveryEngine:
         if not self._results:
             return
         batch, self._results = self._results, []
-        await self._in_db(record_attempts, self.sessions, self.settings, batch)
+        try:
+            await self._in_db(record_attempts, self.sessions, self.settings, batch)
+        except Exception:
+            # One by one, so one unrecordable answer does not take the others with it. What still
+            # fails is dropped: its claim lapses and the delivery is attempted again.
+            log.exception("webhooks.record_failed", extra={"attempts": len(batch)})
+            for result in batch:
+                try:
+                    await self._in_db(record_attempts, self.sessions, self.settings, [result])
+                except Exception:
+                    log.error("webhooks.record_dropped", extra={"delivery_id": result.delivery_id})
 
     async def _claim_and_start(self, http: aiohttp.ClientSession) -> float:
         """Start what is due; returns how long to wait before looking again (0: at once)."""

@@ -93,10 +93,13 @@ async def test_fan_out_is_once_per_endpoint_and_claims_respect_each_endpoints_ca
     assert sorted(c.endpoint_id for c in first.deliveries) == sorted(endpoints * 3)
     assert claim_due(sync_sessions, tuned, limit=100).deliveries == []  # both endpoints are at their cap
 
-    record_attempts(sync_sessions, tuned, [_result(first.deliveries[0], 200)])
+    binary = "\x00\x01 not text"  # whatever a receiver answers is logged
+    record_attempts(sync_sessions, tuned, [_result(first.deliveries[0], 200, response_excerpt=binary)])
     [freed] = claim_due(sync_sessions, tuned, limit=100).deliveries
     assert freed.endpoint_id == first.deliveries[0].endpoint_id
     assert b'"type":"message.created"' in freed.body and len(freed.secrets) == 1
+    with sync_sessions() as session:
+        assert session.scalars(select(WebhookAttempt.response_excerpt)).one() == "\ufffd\x01 not text"
 
 
 async def test_a_lapsed_claim_is_taken_again_and_only_the_new_claim_decides(

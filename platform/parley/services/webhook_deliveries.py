@@ -318,9 +318,15 @@ def _attempt_row(result: AttemptResult) -> dict[str, Any]:
         "attempted_at": result.attempted_at,
         "duration_ms": result.duration_ms,
         "status_code": result.status_code,
-        "response_excerpt": result.response_excerpt,
-        "error": result.error[:MAX_ERROR_CHARS] if result.error else None,
+        "response_excerpt": _storable(result.response_excerpt),
+        "error": _storable(result.error[:MAX_ERROR_CHARS] if result.error else None),
     }
+
+
+def _storable(text: str | None) -> str | None:
+    # Receivers answer what they like; PostgreSQL text cannot hold NUL, and one unstorable excerpt
+    # must not sink the batch it is recorded with.
+    return text.replace("\x00", "\ufffd") if text is not None else None
 
 
 def _advance(
