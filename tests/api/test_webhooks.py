@@ -186,3 +186,15 @@ async def test_bobs_endpoint_is_not_replayed_alices_other_conversations(
     replayed = await client.post(f"{WEBHOOKS}/{hook['id']}/replay", params={"since": before.isoformat()}, headers=bob.auth)
     # conversation.created and message.created of the conversation with bob only
     assert (await replayed.json()) == {"queued": 2}
+
+
+async def test_nothing_is_sent_to_a_disabled_endpoint(client: TestClient, make_person: MakePerson) -> None:
+    alice = await make_person("alice")
+    hook = await _create(client, alice.auth, enabled=False)
+    path = f"{WEBHOOKS}/{hook['id']}"
+    for suffix, params in (("/test", {}), ("/replay", {"since": "2026-01-01T00:00:00Z"})):
+        response = await client.post(path + suffix, params=params, headers=alice.auth)
+        assert (response.status, await _error(response)) == (409, "webhook_disabled")
+    enabled = await client.patch(path, json={"enabled": True}, headers=alice.auth)
+    assert (await enabled.json())["enabled"] is True
+    assert (await client.post(f"{path}/test", headers=alice.auth)).status == 202

@@ -179,11 +179,7 @@ async def rotate_secret(
 
 async def send_test(session: AsyncSession, owner_id: str | None, endpoint_id: str) -> None:
     async with write_transaction(session):
-        endpoint = await _owned_endpoint(session, owner_id, endpoint_id)
-        if not endpoint.enabled:
-            # Nothing is delivered to a disabled endpoint: say so rather than accept a ping that never goes.
-            raise Conflict("the webhook is disabled; enable it first", code="webhook_disabled",
-                           details={"webhook_id": endpoint.id, "disabled_reason": endpoint.disabled_reason})
+        endpoint = await _enabled_endpoint(session, owner_id, endpoint_id)
         await record_event(
             session,
             EventType.WEBHOOK_TEST,
@@ -217,7 +213,7 @@ async def retry_delivery(session: AsyncSession, owner_id: str | None, endpoint_i
     """Deliver again now, with a full set of attempts (the same webhook-id). One being delivered
     right now is left to finish."""
     async with write_transaction(session):
-        endpoint = await _owned_endpoint(session, owner_id, endpoint_id)
+        endpoint = await _enabled_endpoint(session, owner_id, endpoint_id)
         delivery = await session.get(WebhookDelivery, delivery_id) if is_valid_id(delivery_id) else None
         if delivery is None or delivery.endpoint_id != endpoint.id:
             raise NotFound("no such delivery", code="delivery_not_found", details={"delivery_id": delivery_id})
@@ -235,7 +231,7 @@ async def replay(session: AsyncSession, owner_id: str | None, endpoint_id: str, 
     oldest first); events it never had are delivered for the first time. Test pings are not
     replayed. Returns how many."""
     async with write_transaction(session):
-        endpoint = await _owned_endpoint(session, owner_id, endpoint_id)
+        endpoint = await _enabled_endpoint(session, owner_id, endpoint_id)
         query = (
             select(Event)
             .where(Event.created_at >= since, Event.type != EventType.WEBHOOK_TEST.value)
@@ -284,4 +280,17 @@ async def _owned_endpoint(session: AsyncSession, owner_id: str | None, endpoint_
     endpoint = await session.get(WebhookEndpoint, endpoint_id) if is_valid_id(endpoint_id) else None
     if endpoint is None or endpoint.owner_id != owner_id:
         raise NotFound("no such webhook", code="webhook_not_found", details={"webhook_id": endpoint_id})
+    return endpoint
+
+
+async def _enabled_endpoint(session: AsyncSession, owner_id: str | None, endpoint_id: str) -> WebhookEndpoint:
+    """For sending now (test, retry, replay): nothing goes to a disabled endpoint, so say so rather
+    than accept work that would wait until someone enables it."""
+    endpoint = await _owned_endpoint(session, owner_id, endpoint_id)
+    if not endpoint.enabled:
+        raise Conflict(
+            "the webhook is disabled; enable it first",
+            code="webhook_disabled",
+            details={"webhook_id": endpoint.id, "disabled_reason": endpoint.disabled_reason},
+        )
     return endpoint

@@ -152,8 +152,8 @@ async def list_webhook_deliveries(request: web.Request) -> web.Response:
 
 @endpoints.route(
     "POST", WEBHOOK + "/deliveries/{delivery_id}/retry",
-    summary="Deliver again now, with a fresh set of attempts and the same webhook-id",
-    auth="user_or_admin", responses={202: DeliveryOut}, errors=(404,),
+    summary="Deliver again now, with a fresh set of attempts and the same webhook-id (409 if the webhook is disabled)",
+    auth="user_or_admin", responses={202: DeliveryOut}, errors=(404, 409),
 )
 async def retry_webhook_delivery(request: web.Request) -> web.Response:
     owner = _owner(request)
@@ -165,8 +165,9 @@ async def retry_webhook_delivery(request: web.Request) -> web.Response:
 
 
 @endpoints.route(
-    "POST", WEBHOOK + "/replay", summary="Re-send every event since a time that this endpoint takes",
-    auth="user_or_admin", query=ReplayQuery, responses={202: QueuedOut}, errors=(404, 422),
+    "POST", WEBHOOK + "/replay",
+    summary="Re-send every event since a time that this endpoint takes (409 if the webhook is disabled)",
+    auth="user_or_admin", query=ReplayQuery, responses={202: QueuedOut}, errors=(404, 409, 422),
 )
 async def replay_webhook(request: web.Request) -> web.Response:
     owner = _owner(request)
