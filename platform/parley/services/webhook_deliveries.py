@@ -97,11 +97,13 @@ def fan_out(session: Session, event_id: int, event_type: str, conversation_id: s
             select(Conversation.initiator_id, Conversation.recipient_id).where(Conversation.id == conversation_id)
         ).first()
         members = frozenset(row) if row is not None else frozenset()
+    # Narrow down in SQL to the endpoints that can want the event; `wants` has the last word.
     query = select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))
-    if event_type != EventType.WEBHOOK_TEST:
-        query = query.where(WebhookEndpoint.owner_id.is_(None) | WebhookEndpoint.owner_id.in_(
-            members | {str(payload.get("owner_id"))}
-        ))
+    if event_type == EventType.WEBHOOK_TEST:
+        query = query.where(WebhookEndpoint.id == str(payload.get("endpoint_id")))
+    else:
+        owners = members | {str(payload.get("owner_id"))}  # endpoint.disabled: the owner's other endpoints
+        query = query.where(WebhookEndpoint.owner_id.is_(None) | WebhookEndpoint.owner_id.in_(owners))
     rows = delivery_rows(session.scalars(query), EventFacts(event_id, event_type, payload, members), utcnow())
     if rows:
         session.execute(schedule_statement(session.get_bind().dialect.name, again=False), rows)
