@@ -24,7 +24,7 @@ from parley.services.webhook_deliveries import (
     claim_due,
     record_attempts,
 )
-from parley.services.webhooks import EndpointDraft, create_endpoint
+from parley.services.webhooks import EndpointDraft, create_endpoint, rotate_secret
 from tests.services.conftest import MakeUser
 from webhooks.ssrf import UrlGuard
 from workers.webhook_tasks import WEBHOOK_CONSUMER
@@ -157,3 +157,26 @@ async def test_a_429_waits_as_asked_and_a_410_disables_the_endpoint_with_an_even
         assert endpoint is not None and not endpoint.enabled and "410" in (endpoint.disabled_reason or "")
         [announced] = session.scalars(select(Event).where(Event.type == "endpoint.disabled")).all()
     assert announced.payload["endpoint_id"] == gone.endpoint_id
+
+
+async def test_a_rotated_out_secret_stops_signing_after_its_overlap(
+    sessions: async_sessionmaker[AsyncSession], sync_sessions: sessionmaker[Session], tuned: Settings, make_user: MakeUser
+) -> None:
+    [endpoint_id] = await _endpoints_with_deliveries(sessions, sync_sessions, tuned, make_user, endpoints=1, messages=2)
+    async with sessions() as session:
+        rotated = await rotate_secret(session, tuned, _owner_of(sync_sessions, endpoint_id), endpoint_id)
+    first = claim_due(sync_sessions, tuned, limit=1).deliveries[0]
+    assert first.secrets[0] == rotated.secret and len(first.secrets) == 2  # both sign during the overlap
+    with sync_sessions() as session, session.begin():
+        session.execute(
+            update(WebhookEndpoint).values(previous_secret_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    second = claim_due(sync_sessions, tuned, limit=1).deliveries[0]
+    assert second.secrets == (rotated.secret,)
+
+
+def _owner_of(sync_sessions: sessionmaker[Session], endpoint_id: str) -> str | None:
+    with sync_sessions() as session:
+        endpoint = session.get(WebhookEndpoint, endpoint_id)
+        assert endpoint is not None
+        return endpoint.owner_id

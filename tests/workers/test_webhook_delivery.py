@@ -151,6 +151,16 @@ async def test_events_reach_the_endpoints_that_want_them_signed_and_logged(
     _assert_verified([after], rotated["secret"], alices["secret"])
     assert len(after.headers["webhook-signature"].split(" ")) == 2
 
+    # A manual retry and a replay deliver again, under the same webhook-id (receivers deduplicate).
+    await api.call("POST", f"/webhooks/{alices['id']}/deliveries/{logged['id']}/retry", _auth(alice), 202)
+    await eventually(lambda: len(receiver.requests("alice")) == 3, what="the retried delivery", processes=processes)
+    assert receiver.requests("alice")[2].webhook_id == logged["id"]
+    replayed = await api.call("POST", f"/webhooks/{alices['id']}/replay", _auth(alice), 202,
+                              params={"since": sent["created_at"]})
+    assert replayed == {"queued": 2}
+    await eventually(lambda: len(receiver.requests("alice")) == 5, what="the replayed deliveries", processes=processes)
+    assert {r.webhook_id for r in receiver.requests("alice")[3:]} == {r.webhook_id for r in receiver.requests("alice")[:2]}
+
 
 async def test_retries_retry_after_gone_redirects_and_long_failures(
     sqlite_embedded: WorkerSetup, processes: Processes, receiver: Receiver, aiohttp_client: Any
