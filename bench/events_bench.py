@@ -242,26 +242,29 @@ def describe(values: list[float]) -> str:
 
 
 def steady_arrival(  # type: ignore[no-untyped-def]
-    settings: Settings, engine, senders: list[Sender], rate: int, seconds: float
+    settings: Settings, engine, senders: list[Sender], rate: float, seconds: float
 ) -> int:
     """Commit `rate` events a second for `seconds`, as API processes would (a transaction every
     10 ms holding that tick's events, a nudge at most every 20 ms like the API's nudger), without
     the HTTP layer, whose cost is the API's and not the pipeline's. Returns the events written."""
     celery = create_celery_app(settings)
     tick = 0.01
-    per_tick = max(1, round(rate * tick))
+    owed = 0.0  # fractions of an event carried to the next tick, so low rates come out right too
     written = 0
     last_nudge = 0.0
     started = time.perf_counter()
     next_tick = started
     try:
         while time.perf_counter() - started < seconds:
-            with engine.begin() as connection:
-                connection.execute(insert(Event), [
-                    {"type": "message.created", "payload": {"n": written + n},
-                     "conversation_id": senders[(written + n) % len(senders)].conversation_id}
-                    for n in range(per_tick)
-                ])
+            owed += rate * tick
+            per_tick, owed = int(owed), owed - int(owed)
+            if per_tick:
+                with engine.begin() as connection:
+                    connection.execute(insert(Event), [
+                        {"type": "message.created", "payload": {"n": written + n},
+                         "conversation_id": senders[(written + n) % len(senders)].conversation_id}
+                        for n in range(per_tick)
+                    ])
             written += per_tick
             now = time.perf_counter()
             if now - last_nudge >= 0.02:

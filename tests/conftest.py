@@ -21,6 +21,7 @@ from parley.models import Base
 from tests.s3_server import S3Endpoint, start_s3_server
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+SECRET_KEY = "test-secret-key-0123456789-0123456789"
 POSTGRES_ADMIN_URL = os.environ.get("PARLEY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = os.environ.get("PARLEY_TEST_BACKENDS", "sqlite,postgresql").split(",")
 
@@ -90,6 +91,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_pool_size=20,
         broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
         storage_path=str(tmp_path / "storage"),  # uploads of the test's own, not under the work tree
+        secret_key=SECRET_KEY,  # else webhook secrets would be keyed by a file written into ./var
     )
 
 

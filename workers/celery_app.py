@@ -21,6 +21,7 @@ from workers.context import WorkerContext
 from workers.media_tasks import MEDIA_TASK_ROUTES, media_beat_schedule, register_media_tasks
 from workers.queues import DEFAULT_QUEUE, QUEUES
 from workers.tasks import DISPATCH_TASK, DISPATCH_TIME_LIMIT, register_tasks
+from workers.webhook_tasks import register_webhook_tasks
 
 log = logging.getLogger("parley.workers")
 
@@ -41,6 +42,7 @@ def create_celery_app(settings: Settings) -> ParleyCelery:
     app.parley = WorkerContext(settings)
     register_tasks(app)
     register_media_tasks(app)
+    register_webhook_tasks(app)
     return app
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from parley.config import Settings
 from parley.outbox.consumers import Consumer, ConsumerRegistry, consumers_from_modules
 from workers.media_consumers import MEDIA_CONSUMERS
+from workers.webhook_tasks import WEBHOOK_CONSUMER
 
-BUILTIN_CONSUMERS: tuple[Consumer, ...] = (*MEDIA_CONSUMERS,)
+BUILTIN_CONSUMERS: tuple[Consumer, ...] = (*MEDIA_CONSUMERS, WEBHOOK_CONSUMER)
 
 
 def build_registry(settings: Settings) -> ConsumerRegistry:

@@ -6,6 +6,7 @@ checkout runs on a SQLite file under ./var/. Bad values fail at start-up with th
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -155,6 +156,76 @@ class Settings(BaseSettings):
         default=50_000_000, ge=1,
         description="Images with more pixels than this (width x height x frames) fail as decompression bombs.",
     )
+
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that encrypts secrets Parley must keep recoverable (webhook signing secrets), "
+        "at least 32 characters. Unset: a random key is generated once and kept in ./var/secret.key, "
+        "which suits the embedded setup only; set it (the same value) on every API and worker "
+        "process of a deployment.",
+    )
+    webhook_allowed_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated CIDRs that webhook URLs may reach although they are private, "
+        "loopback or otherwise refused (tests, on-premises receivers), e.g. 10.1.0.0/16,127.0.0.1/32.",
+    )
+    webhook_https_only: bool = Field(default=False, description="Refuse http:// webhook URLs.")
+    webhook_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=120,
+        description="A webhook delivery that has not answered 2xx within this long has failed.",
+    )
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        description="Comma-separated delays in seconds before each delivery attempt (the first is "
+        "the initial try); after the last attempt fails the delivery is failed. Jitter of up to "
+        "10% is added to each delay.",
+    )
+    webhook_disable_after_failing_days: float = Field(
+        default=5.0, gt=0,
+        description="An endpoint whose deliveries have all failed for this many days is disabled.",
+    )
+    webhook_max_in_flight_per_endpoint: int = Field(
+        default=16, ge=1, le=100,
+        description="Deliveries to one endpoint in flight at once, counted over all workers (two "
+        "claiming at the same instant may briefly exceed it), so a slow or hanging endpoint holds at "
+        "most this many connections and the rest go to other endpoints.",
+    )
+    webhook_max_in_flight: int = Field(
+        default=200, ge=1, le=5000,
+        description="Webhook deliveries in flight at once in one worker process.",
+    )
+    webhook_response_excerpt_bytes: int = Field(
+        default=1024, ge=0, le=65536,
+        description="How much of each response body the delivery log keeps.",
+    )
+
+    @field_validator("webhook_allowed_cidrs", "webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_allowed_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _valid_schedule(cls, value: list[float]) -> list[float]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("must list at least one delay, none negative")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -23,6 +23,8 @@ class EventType(enum.StrEnum):
     ATTACHMENT_FAILED = "attachment.failed"
     # Internal: uploads left with their message or never attached; their stored files go next.
     ATTACHMENT_DELETED = "attachment.deleted"
+    WEBHOOK_TEST = "webhook.test"
+    ENDPOINT_DISABLED = "endpoint.disabled"
 
 
 class ConversationCreated(BaseModel):
@@ -64,6 +66,22 @@ class AttachmentsDeleted(BaseModel):
 
     attachment_ids: list[str]
     message_id: str | None = None
+class WebhookTest(BaseModel):
+    """Sent by `POST /webhooks/{id}/test`, to that endpoint only."""
+
+    endpoint_id: str
+    owner_id: str | None  # None: the admin's endpoint
+
+
+class EndpointDisabled(BaseModel):
+    """Parley stopped delivering to a webhook endpoint: it answered 410 Gone, or every delivery
+    failed for PARLEY_WEBHOOK_DISABLE_AFTER_FAILING_DAYS. Goes to its owner's other endpoints and
+    the admin's."""
+
+    endpoint_id: str
+    owner_id: str | None
+    url: str
+    reason: str
 
 
 PAYLOADS: dict[EventType, type[BaseModel]] = {
@@ -75,8 +93,15 @@ PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.ATTACHMENT_READY: AttachmentProcessed,
     EventType.ATTACHMENT_FAILED: AttachmentProcessed,
     EventType.ATTACHMENT_DELETED: AttachmentsDeleted,
+    EventType.WEBHOOK_TEST: WebhookTest,
+    EventType.ENDPOINT_DISABLED: EndpointDisabled,
 }
 
+
+# Parley's own bookkeeping between its services and workers: never shown to receivers outside.
+INTERNAL_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.ATTACHMENT_UPLOADED, EventType.ATTACHMENT_DELETED})
+# What webhooks may subscribe to and receive.
+PUBLIC_EVENT_TYPES: frozenset[EventType] = frozenset(EventType) - INTERNAL_EVENT_TYPES
 
 # What members of a conversation see live (WebSocket) and on replay. Events of other types are for
 # back ends only (webhooks, workers).

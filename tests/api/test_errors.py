@@ -71,15 +71,17 @@ async def test_no_input_produces_a_500(client, make_person: MakePerson) -> None:
     """Every route, hit with hostile bodies and path values, as a user and as the admin."""
     alice, bob = await make_person("alice"), await make_person("bob")
     conversation = await start_conversation(client, alice, bob)
+    created = await client.post("/api/v1/webhooks", json={"url": "https://8.8.8.8/hook"}, headers=alice.auth)
+    webhook = await created.json()
     failures = []
     for endpoint in all_endpoints():
         paths = {endpoint.path.replace("{conversation_id}", conversation["id"]).replace("{user_id}", bob.id)
                  .replace("{message_id}", "x").replace("{token_id}", "x").replace("{username}", "bob")
-                 .replace("{attachment_id}", "x")}
+                 .replace("{attachment_id}", "x").replace("{webhook_id}", webhook["id"]).replace("{delivery_id}", "x")}
         for value in NASTY_PATH_VALUES:
             paths.add(endpoint.path.replace("{conversation_id}", value).replace("{user_id}", value)
                       .replace("{message_id}", value).replace("{token_id}", value).replace("{username}", value)
-                      .replace("{attachment_id}", value))
+                      .replace("{attachment_id}", value).replace("{webhook_id}", value).replace("{delivery_id}", value))
         for path in sorted(paths):
             for headers in (alice.auth, ADMIN):
                 bodies = NASTY_BODIES if endpoint.body is not None else [b""]
@@ -89,9 +91,10 @@ async def test_no_input_produces_a_500(client, make_person: MakePerson) -> None:
                         failures.append((endpoint.method, path, raw[:40], response.status))
         if endpoint.query is not None:
             for params in ({"size": "-1"}, {"size": "x"}, {"limit": "-1"}, {"limit": "1e9"}, {"cursor": "%%%"}, {"before": "\u0000"},
-                           {"after": "z" * 500}, {"cursor": "MjAyNi0xMS0yMVQxMjowMDowMHxub3Bl"}):
-                path = endpoint.path.replace("{conversation_id}", conversation["id"])
-                response = await client.get(path, params=params, headers=alice.auth)
+                           {"after": "z" * 500}, {"cursor": "MjAyNi0xMS0yMVQxMjowMDowMHxub3Bl"},
+                           {"since": "2026-13-45T99:00:00"}, {"since": "\u0000"}, {"since": "1" * 400}):
+                path = endpoint.path.replace("{conversation_id}", conversation["id"]).replace("{webhook_id}", webhook["id"])
+                response = await client.request(endpoint.method, path, params=params, headers=alice.auth)
                 if response.status >= 500:
                     failures.append((endpoint.method, path, params, response.status))
     assert failures == []

@@ -15,7 +15,7 @@ from parley.api.endpoints import Endpoint
 from parley.api.errors import error_middleware
 from parley.api.keys import ENGINE, REALTIME, REQUEST_ID, SESSIONS, SETTINGS, STORAGE
 from parley.api.openapi import build_openapi
-from parley.api.routes import attachments, conversations, meta, users
+from parley.api.routes import attachments, conversations, meta, users, webhooks
 from parley.config import Settings
 from parley.db import async_session_factory, create_async_db_engine
 from parley.ids import new_id
@@ -36,6 +36,7 @@ ROUTE_TABLES = (
     users.endpoints,
     conversations.endpoints,
     attachments.endpoints,
+    webhooks.endpoints,
     realtime_routes.endpoints,
 )
 
