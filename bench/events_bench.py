@@ -37,10 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -76,6 +77,19 @@ def wait_for(check, what: str, timeout: float) -> None:  # type: ignore[no-untyp
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def wait_for_api(base: str, timeout: float = READY_TIMEOUT) -> None:
+    """Until the API at `base` answers /readyz with 200 (it is up and reaches its database)."""
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_for(ready, "the API", timeout)
 
 
 @contextmanager
@@ -148,21 +162,29 @@ web.run_app(init_app(load_settings()), host="127.0.0.1", port=int(sys.argv[1]), 
 @dataclass(frozen=True)
 class Sender:
     conversation_id: str
-    auth: dict[str, str]
+    auth: dict[str, str]  # the sender's
+    recipient_auth: dict[str, str] = field(default_factory=dict)  # the other member's
 
 
-async def make_senders(settings: Settings, conversations: int) -> list[Sender]:
+def _bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def make_senders(settings: Settings, conversations: int, prefix: str = "") -> list[Sender]:
+    """One conversation per sender between two new users (named <prefix>a<n> and <prefix>b<n>),
+    with a token for each of them."""
     engine = create_async_db_engine(settings)
     sessions = async_session_factory(engine)
     senders = []
     try:
         async with sessions() as session:
             for n in range(conversations):
-                alice = await create_user(session, NewUser(username=f"a{n}", name=f"A{n}"))
-                bob = await create_user(session, NewUser(username=f"b{n}", name=f"B{n}"))
+                alice = await create_user(session, NewUser(username=f"{prefix}a{n}", name=f"A{n}"))
+                bob = await create_user(session, NewUser(username=f"{prefix}b{n}", name=f"B{n}"))
                 conversation, _ = await get_or_create_conversation(session, alice, OtherUser(user_id=bob.id))
-                token = await create_token(session, alice.id, "bench")
-                senders.append(Sender(conversation.id, {"Authorization": f"Bearer {token.secret}"}))
+                sender = await create_token(session, alice.id, "bench")
+                recipient = await create_token(session, bob.id, "bench")
+                senders.append(Sender(conversation.id, _bearer(sender.secret), _bearer(recipient.secret)))
     finally:
         await engine.dispose()
     return senders
@@ -318,16 +340,7 @@ def main() -> None:
         ))
         stack.enter_context(child([sys.executable, "-m", "parley.cli", "beat"], env, logs / "beat.log"))
         base = f"http://127.0.0.1:{port}"
-
-        def api_ready() -> bool:
-            try:
-                import urllib.request
-                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_for(api_ready, "the API", READY_TIMEOUT)
+        wait_for_api(base)
 
         # Warm-up, which also waits for the worker: connections, imports, first requests.
         before = max_event_id(engine)

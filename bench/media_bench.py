@@ -48,6 +48,7 @@ from events_bench import (  # noqa: E402  (a sibling script, not a package)
     private_database,
     private_redis,
     wait_for,
+    wait_for_api,
 )
 
 from parley.config import load_settings  # noqa: E402
@@ -235,16 +236,7 @@ def main() -> None:
         )
         stack.enter_context(child([sys.executable, "-m", "parley.cli", "beat"], env, directory / "beat.log"))
 
-        def api_up() -> bool:
-            import urllib.request
-
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_for(api_up, "the API", READY_TIMEOUT)
+        wait_for_api(base)
         print(f"logs in {directory}", flush=True)
         print(f"making {args.distinct_images} distinct 2-4 MP JPEGs ...", flush=True)
         images = make_jpegs(args.distinct_images, args.orientation)

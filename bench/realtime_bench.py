@@ -29,69 +29,37 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from events_bench import ROOT, child, free_port, private_database, private_redis, wait_for  # noqa: E402
+from events_bench import (  # noqa: E402  (a sibling script, not a package)
+    ROOT,
+    Sender,
+    child,
+    free_port,
+    make_senders,
+    percentile,
+    private_database,
+    private_redis,
+    wait_for_api,
+)
 
-from parley.config import Settings, load_settings  # noqa: E402
-from parley.db import async_session_factory, create_async_db_engine  # noqa: E402
+from parley.config import load_settings  # noqa: E402
 from parley.migrate import upgrade_to_head  # noqa: E402
-from parley.services.conversations import OtherUser, get_or_create_conversation  # noqa: E402
-from parley.services.tokens import create_token  # noqa: E402
-from parley.services.users import NewUser, create_user  # noqa: E402
 
-READY_TIMEOUT = 60.0
 DRAIN_SECONDS = 15.0
 
 
-@dataclass(frozen=True)
-class Pair:
-    conversation_id: str
-    sender: dict[str, str]
-    recipient: dict[str, str]
-
-
-async def make_pairs(settings: Settings, count: int, prefix: str) -> list[Pair]:
-    engine = create_async_db_engine(settings)
-    sessions = async_session_factory(engine)
-    pairs = []
-    try:
-        async with sessions() as session:
-            for n in range(count):
-                alice = await create_user(session, NewUser(username=f"{prefix}s{n}", name=f"S{n}"))
-                bob = await create_user(session, NewUser(username=f"{prefix}r{n}", name=f"R{n}"))
-                conversation, _ = await get_or_create_conversation(session, alice, OtherUser(user_id=bob.id))
-                sender = await create_token(session, alice.id, "bench")
-                recipient = await create_token(session, bob.id, "bench")
-                pairs.append(
-                    Pair(
-                        conversation.id,
-                        {"Authorization": f"Bearer {sender.secret}"},
-                        {"Authorization": f"Bearer {recipient.secret}"},
-                    )
-                )
-    finally:
-        await engine.dispose()
-    return pairs
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def send_and_deliver(base: str, pairs: list[Pair], seconds: float) -> None:
+async def send_and_deliver(base: str, senders: list[Sender], seconds: float) -> None:
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     failures = 0
     stop = asyncio.Event()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        sockets = [await http.ws_connect(f"{base}/api/v1/ws", headers=p.recipient) for p in pairs]
+        sockets = [await http.ws_connect(f"{base}/api/v1/ws", headers=p.recipient_auth) for p in senders]
 
         async def receive(ws: aiohttp.ClientWebSocketResponse) -> None:
             async for message in ws:
@@ -102,25 +70,25 @@ async def send_and_deliver(base: str, pairs: list[Pair], seconds: float) -> None
                     if started is not None:
                         latencies.append(time.perf_counter() - started)
 
-        async def send(index: int, pair: Pair) -> None:
+        async def send(index: int, sender: Sender) -> None:
             nonlocal failures
             n = 0
-            url = f"{base}/api/v1/conversations/{pair.conversation_id}/messages"
+            url = f"{base}/api/v1/conversations/{sender.conversation_id}/messages"
             while not stop.is_set():
                 content = f"{index}:{n}"
                 n += 1
                 sent_at[content] = time.perf_counter()
-                async with http.post(url, json={"content": content}, headers=pair.sender) as response:
+                async with http.post(url, json={"content": content}, headers=sender.auth) as response:
                     if response.status != 201:
                         failures += 1
                     await response.read()
 
         receivers = [asyncio.create_task(receive(ws)) for ws in sockets]
         started = time.perf_counter()
-        senders = [asyncio.create_task(send(i, p)) for i, p in enumerate(pairs)]
+        sending_tasks = [asyncio.create_task(send(i, p)) for i, p in enumerate(senders)]
         await asyncio.sleep(seconds)
         stop.set()
-        await asyncio.gather(*senders)
+        await asyncio.gather(*sending_tasks)
         sending = time.perf_counter() - started
         deadline = time.perf_counter() + DRAIN_SECONDS
         while len(latencies) < len(sent_at) and time.perf_counter() < deadline:
@@ -131,7 +99,7 @@ async def send_and_deliver(base: str, pairs: list[Pair], seconds: float) -> None
             task.cancel()
     lost = len(sent_at) - len(latencies)
     print(
-        f"  S={len(pairs):>3}: {len(sent_at)} sent in {sending:.1f} s, {len(latencies) / sending:7.1f} messages/s delivered; "
+        f"  S={len(senders):>3}: {len(sent_at)} sent in {sending:.1f} s, {len(latencies) / sending:7.1f} messages/s delivered; "
         f"send->receive median {statistics.median(latencies) * 1000:6.1f} ms, p99 {percentile(latencies, 0.99) * 1000:6.1f} ms, "
         f"max {max(latencies) * 1000:6.1f} ms; undelivered {lost}, failed sends {failures}"
     )
@@ -144,8 +112,8 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-async def idle_connections(base: str, pid: int, pairs: list[Pair], total: int) -> None:
-    tokens = [p.recipient for p in pairs] + [p.sender for p in pairs]
+async def idle_connections(base: str, pid: int, senders: list[Sender], total: int) -> None:
+    tokens = [p.recipient_auth for p in senders] + [p.auth for p in senders]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         first = await http.ws_connect(f"{base}/api/v1/ws", headers=tokens[0])
@@ -190,17 +158,7 @@ def start_api(stack: ExitStack, env: dict[str, str], processes: int, workdir: Pa
     argv = [sys.executable, "-m", "parley.cli", "serve", "--no-migrate", "--port", str(port), "--workers", str(processes)]
     process = stack.enter_context(child(argv, env, workdir / f"api-{port}.log"))
     base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_for(ready, "the API", READY_TIMEOUT)
+    wait_for_api(base)
     return base, process.pid
 
 
@@ -221,20 +179,20 @@ def main() -> None:
         settings = load_settings(database_url=database_url, redis_url=redis_url)
         upgrade_to_head(settings)
         env = api_env(database_url, redis_url)
-        pairs = asyncio.run(make_pairs(settings, max(args.senders), "p"))
+        pairs = asyncio.run(make_senders(settings, max(args.senders), "p"))
         print(f"PostgreSQL + Redis, {os.cpu_count()} cores; each sender posts into its own conversation, closed loop")
         for processes in args.api_processes:
             with ExitStack() as api:
                 base, _ = start_api(api, env, processes, workdir)
                 print(f"parley serve --workers {processes}:")
-                for senders in args.senders:
-                    asyncio.run(send_and_deliver(base, pairs[:senders], args.seconds))
+                for count in args.senders:
+                    asyncio.run(send_and_deliver(base, pairs[:count], args.seconds))
         if args.idle:
-            idle_pairs = asyncio.run(make_pairs(settings, args.idle_users, "i"))
+            idle_senders = asyncio.run(make_senders(settings, args.idle_users, "i"))
             with ExitStack() as api:
                 base, pid = start_api(api, env, 1, workdir)
                 print("one API process (parley serve):")
-                asyncio.run(idle_connections(base, pid, idle_pairs, args.idle))
+                asyncio.run(idle_connections(base, pid, idle_senders, args.idle))
 
 
 if __name__ == "__main__":
