@@ -64,11 +64,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest) -> str:
     url = str(request.getfixturevalue("postgres_url" if backend == "postgresql" else "sqlite_url"))
-    _empty_all_tables(url)
+    empty_all_tables(url)
     return url
 
 
-def _empty_all_tables(url: str) -> None:
+def empty_all_tables(url: str) -> None:
     engine = create_sync_db_engine(load_settings(database_url=url))
     try:
         with engine.begin() as connection:

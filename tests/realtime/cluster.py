@@ -6,21 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import text
 
-from parley.config import load_settings
-from parley.db import create_sync_db_engine
-from parley.migrate import upgrade_to_head
-from parley.models import Base
 from tests.api.conftest import ADMIN, Person
-from tests.conftest import ADMIN_TOKEN, create_postgres_database, drop_postgres_database
+from tests.conftest import ADMIN_TOKEN, empty_all_tables
 from tests.workers.conftest import REPO_ROOT, Process, Processes, RedisServer, free_port
 
 READY_TIMEOUT = 30.0
@@ -38,14 +33,6 @@ async def eventually(check: Any, *, timeout: float, what: str, log: Any = None) 
             details = f"\n--- process output ---\n{log()[-6000:]}" if log is not None else ""
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}{details}")
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture(scope="session")
-def cluster_postgres_url() -> Iterator[str]:
-    url = create_postgres_database("parley_cluster")
-    upgrade_to_head(load_settings(database_url=url))
-    yield url
-    drop_postgres_database(url)
 
 
 @dataclass
@@ -119,20 +106,23 @@ class Cluster:
         assert hello["type"] == "hello", hello
         return ws
 
+    async def alice_and_bob(self, node: Node) -> tuple[Person, Person, dict[str, Any]]:
+        """Two people provisioned through `node`, and their conversation."""
+        alice, bob = await self.person(node, "alice"), await self.person(node, "bob")
+        conversation = await self.call(node, "POST", "/api/v1/conversations", alice, json={"user_id": bob.id})
+        return alice, bob, conversation
+
 
 @pytest.fixture
-async def cluster(cluster_postgres_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    engine = create_sync_db_engine(load_settings(database_url=cluster_postgres_url))
-    with engine.begin() as connection:
-        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+async def cluster(postgres_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    """The session's PostgreSQL test database, emptied, and a Redis of this test's own."""
+    empty_all_tables(postgres_url)
     redis = RedisServer(tmp_path)
     redis.start()
     processes = Processes(tmp_path)
     async with aiohttp.ClientSession() as http:
         try:
-            yield Cluster(cluster_postgres_url, redis, processes, http)
+            yield Cluster(postgres_url, redis, processes, http)
         finally:
             processes.stop_all()
             redis.stop()

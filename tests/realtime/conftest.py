@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from parley.api.app import init_app
 from parley.config import Settings
 from tests.api.conftest import Person, make_person  # noqa: F401  (fixture)
-from tests.realtime.cluster import cluster, cluster_postgres_url  # noqa: F401  (fixtures)
+from tests.realtime.cluster import cluster  # noqa: F401  (fixture)
 
 FRAME_TIMEOUT = 10.0
 

@@ -16,8 +16,7 @@ from tests.realtime.conftest import frame_where, of_type
 
 async def test_a_message_sent_on_one_node_reaches_a_client_on_another(cluster: Cluster) -> None:
     node_a, node_b = await cluster.start_node(), await cluster.start_node()
-    alice, bob = await cluster.person(node_a, "alice"), await cluster.person(node_a, "bob")
-    conversation = await cluster.call(node_a, "POST", "/api/v1/conversations", alice, json={"user_id": bob.id})
+    alice, bob, conversation = await cluster.alice_and_bob(node_a)
     alice_ws, bob_ws = await cluster.connect(node_a, alice), await cluster.connect(node_b, bob)
 
     path = f"/api/v1/conversations/{conversation['id']}"
@@ -36,8 +35,7 @@ async def test_a_message_sent_on_one_node_reaches_a_client_on_another(cluster: C
 
 async def test_reconnecting_anywhere_while_messages_arrive_loses_and_repeats_nothing(cluster: Cluster) -> None:
     nodes = [await cluster.start_node(), await cluster.start_node()]
-    alice, bob = await cluster.person(nodes[0], "alice"), await cluster.person(nodes[0], "bob")
-    conversation = await cluster.call(nodes[0], "POST", "/api/v1/conversations", alice, json={"user_id": bob.id})
+    alice, bob, conversation = await cluster.alice_and_bob(nodes[0])
     bob_ws = await cluster.connect(nodes[1], bob)
     total = 60
     sent: list[str] = []
@@ -67,8 +65,7 @@ async def test_reconnecting_anywhere_while_messages_arrive_loses_and_repeats_not
 
 async def test_presence_spans_nodes_and_a_killed_node_takes_its_users_offline(cluster: Cluster) -> None:
     node_a, node_b = await cluster.start_node(), await cluster.start_node()
-    alice, bob = await cluster.person(node_a, "alice"), await cluster.person(node_a, "bob")
-    await cluster.call(node_a, "POST", "/api/v1/conversations", alice, json={"user_id": bob.id})
+    alice, bob, _ = await cluster.alice_and_bob(node_a)
     alice_ws = await cluster.connect(node_a, alice)
 
     await cluster.connect(node_b, bob)
@@ -87,8 +84,7 @@ async def test_presence_spans_nodes_and_a_killed_node_takes_its_users_offline(cl
 
 async def test_serve_workers_runs_several_processes_on_one_port(cluster: Cluster) -> None:
     node = await cluster.start_node("--workers", "2")
-    alice, bob = await cluster.person(node, "alice"), await cluster.person(node, "bob")
-    conversation = await cluster.call(node, "POST", "/api/v1/conversations", alice, json={"user_id": bob.id})
+    alice, bob, conversation = await cluster.alice_and_bob(node)
 
     connections: dict[str, aiohttp.ClientWebSocketResponse] = {}
 
@@ -116,8 +112,7 @@ async def test_serve_workers_runs_several_processes_on_one_port(cluster: Cluster
 
 async def test_a_redis_outage_delays_events_but_loses_none_and_the_bus_comes_back(cluster: Cluster) -> None:
     node_a, node_b = await cluster.start_node(), await cluster.start_node()
-    alice, bob = await cluster.person(node_a, "alice"), await cluster.person(node_a, "bob")
-    conversation = await cluster.call(node_a, "POST", "/api/v1/conversations", alice, json={"user_id": bob.id})
+    alice, bob, conversation = await cluster.alice_and_bob(node_a)
     alice_ws, bob_ws = await cluster.connect(node_a, alice), await cluster.connect(node_b, bob)
     messages = f"/api/v1/conversations/{conversation['id']}/messages"
 

@@ -13,7 +13,7 @@ from parley.db import async_session_factory, create_async_db_engine, write_trans
 from parley.events import EventType, MessageRead
 from parley.models import Event, utcnow
 from parley.services.outbox import record_event
-from tests.conftest import _empty_all_tables
+from tests.conftest import empty_all_tables
 
 
 def _receipt() -> MessageRead:
@@ -21,7 +21,7 @@ def _receipt() -> MessageRead:
 
 
 async def test_a_later_event_writer_waits_for_the_earlier_ones_commit(postgres_url: str) -> None:
-    _empty_all_tables(postgres_url)
+    empty_all_tables(postgres_url)
     engine = create_async_db_engine(load_settings(database_url=postgres_url))
     sessions = async_session_factory(engine)
     try:
