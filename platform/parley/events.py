@@ -115,9 +115,6 @@ LIVE_EVENT_TYPES: frozenset[EventType] = frozenset(
         EventType.ATTACHMENT_FAILED,
     }
 )
-# Live events that can concern no conversation yet: an upload processed before it was sent. Its
-# uploader hears of it (`attachment.uploader_id` in the payload).
-UPLOADER_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.ATTACHMENT_READY, EventType.ATTACHMENT_FAILED})
 
 
 def parse_payload(event_type: str, payload: dict[str, object]) -> BaseModel:

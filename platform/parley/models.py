@@ -284,6 +284,9 @@ class Event(Base):
     )
     type: Mapped[str] = mapped_column(String(64))
     conversation_id: Mapped[str | None] = mapped_column(ID)
+    # The one user an event of no conversation concerns (an upload processed before it was sent):
+    # realtime delivers such an event to them alone.
+    user_id: Mapped[str | None] = mapped_column(ID)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -226,7 +226,7 @@ async def test_events_written_outside_the_api_arrive_and_reach_an_uploader_befor
 
     unsent, sent = ready(None), ready(conversation["id"])
     async with sessions() as session, write_transaction(session):
-        await record_event(session, EventType.ATTACHMENT_READY, unsent, conversation_id=None)
+        await record_event(session, EventType.ATTACHMENT_READY, unsent, conversation_id=None, user_id=alice.id)
     async with sessions() as session, write_transaction(session):
         await record_event(session, EventType.ATTACHMENT_READY, sent, conversation_id=conversation["id"])
 

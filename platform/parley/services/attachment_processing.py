@@ -202,7 +202,9 @@ def _record(
         )
         event = EventType.ATTACHMENT_READY if status is AttachmentStatus.READY else EventType.ATTACHMENT_FAILED
         payload = AttachmentProcessed(attachment=upload_out(attachment, conversation_id))
-        record_event_sync(session, event, payload, conversation_id=conversation_id)
+        # Not sent yet: the news is its uploader's alone.
+        uploader_id = attachment.uploader_id if conversation_id is None else None
+        record_event_sync(session, event, payload, conversation_id=conversation_id, user_id=uploader_id)
         return status.value
 
 

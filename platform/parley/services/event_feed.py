@@ -11,17 +11,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import NotFound
-from parley.events import LIVE_EVENT_TYPES, UPLOADER_EVENT_TYPES
+from parley.events import LIVE_EVENT_TYPES
 from parley.ids import is_valid_id
 from parley.models import Conversation, Event, utcnow
 
 _LIVE_TYPES = sorted(t.value for t in LIVE_EVENT_TYPES)
-_UPLOADER_TYPES = sorted(t.value for t in UPLOADER_EVENT_TYPES)
-_UPLOADER = Event.payload["attachment"]["uploader_id"].as_string()
 
 
 @dataclass(frozen=True)
@@ -30,19 +28,19 @@ class FeedEvent:
     type: str
     conversation_id: str | None
     payload: dict[str, Any]
-    member_ids: tuple[str, ...]  # who hears of it: the conversation's two members, or an uploader
+    member_ids: tuple[str, ...]  # who hears of it: the conversation's two members, or its one user
 
 
 _TAIL = (
     select(
         Event.id, Event.type, Event.conversation_id, Event.payload,
-        Conversation.initiator_id, Conversation.recipient_id, _UPLOADER.label("uploader_id"),
+        Conversation.initiator_id, Conversation.recipient_id, Event.user_id,
     )
     .outerjoin(Conversation, Conversation.id == Event.conversation_id)
     .where(
         Event.id > bindparam("after"),
         Event.type.in_(_LIVE_TYPES),
-        or_(Conversation.id.is_not(None), Event.type.in_(_UPLOADER_TYPES)),
+        or_(Conversation.id.is_not(None), Event.user_id.is_not(None)),
     )
     .order_by(Event.id)
     .limit(bindparam("limit"))
@@ -53,7 +51,7 @@ _USER = bindparam("user_id")
 _CONCERNS_USER = or_(
     Conversation.initiator_id == _USER,
     Conversation.recipient_id == _USER,
-    and_(Event.conversation_id.is_(None), Event.type.in_(_UPLOADER_TYPES), _UPLOADER == _USER),
+    Event.user_id == _USER,
 )
 _MEMBER_EVENTS = (
     select(Event.id)
@@ -66,7 +64,7 @@ def _feed_event(row: Any) -> FeedEvent:
     if row.initiator_id is not None:
         audience: tuple[str, ...] = (row.initiator_id, row.recipient_id)
     else:
-        audience = (row.uploader_id,) if row.uploader_id else ()
+        audience = (row.user_id,) if row.user_id else ()
     return FeedEvent(row.id, row.type, row.conversation_id, dict(row.payload), audience)
 
 

@@ -20,28 +20,44 @@ from parley.models import Event
 EVENT_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(7310582945120001)")
 
 
-def _event_insert(event_type: EventType, payload: BaseModel, conversation_id: str | None) -> Insert:
+def _event_insert(
+    event_type: EventType, payload: BaseModel, conversation_id: str | None, user_id: str | None
+) -> Insert:
     if not isinstance(payload, PAYLOADS[event_type]):
         raise TypeError(f"{event_type} takes {PAYLOADS[event_type].__name__}, not {type(payload).__name__}")
     return insert(Event).values(
-        type=event_type.value, conversation_id=conversation_id, payload=payload.model_dump(mode="json")
+        type=event_type.value, conversation_id=conversation_id, user_id=user_id, payload=payload.model_dump(mode="json")
     )
 
 
 async def record_event(
-    session: AsyncSession, event_type: EventType, payload: BaseModel, *, conversation_id: str | None
+    session: AsyncSession,
+    event_type: EventType,
+    payload: BaseModel,
+    *,
+    conversation_id: str | None,
+    user_id: str | None = None,
 ) -> None:
-    """Add an event row to the current transaction: it commits, or rolls back, with the change."""
-    statement = _event_insert(event_type, payload, conversation_id)
+    """Add an event row to the current transaction: it commits, or rolls back, with the change.
+    An event of a conversation concerns its members; one of no conversation may name the one user
+    it concerns instead (`user_id`)."""
+    statement = _event_insert(event_type, payload, conversation_id, user_id)
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
         await connection.execute(EVENT_ORDER_LOCK)
     await session.execute(statement)
 
 
-def record_event_sync(session: Session, event_type: EventType, payload: BaseModel, *, conversation_id: str | None) -> None:
+def record_event_sync(
+    session: Session,
+    event_type: EventType,
+    payload: BaseModel,
+    *,
+    conversation_id: str | None,
+    user_id: str | None = None,
+) -> None:
     """record_event for a worker's synchronous session."""
-    statement = _event_insert(event_type, payload, conversation_id)
+    statement = _event_insert(event_type, payload, conversation_id, user_id)
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(EVENT_ORDER_LOCK)
