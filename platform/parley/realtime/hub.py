@@ -68,12 +68,13 @@ class Hub:
     def deliver_event(self, event: FeedEvent) -> None:
         if event.type == EventType.CONVERSATION_CREATED:
             self._learn_conversation(event)
+        present = [user for user in map(self.users.get, event.member_ids) if user is not None]
+        if not present:  # most events concern no one on this process: do not even encode them
+            return
         frame = encode_frame(event.type, event.payload, event_id=event.id, conversation_id=event.conversation_id)
-        for member_id in event.member_ids:
-            user = self.users.get(member_id)
-            if user is not None:
-                for connection in user.connections:
-                    connection.offer(frame, event.id)
+        for user in present:
+            for connection in user.connections:
+                connection.offer(frame, event.id)
 
     def deliver_presence(self, user_id: str, data: dict[str, object]) -> None:
         watchers = self._watchers.get(user_id)

@@ -26,7 +26,8 @@ from parley.realtime.bus import Bus, BusMessage, LocalBus, RedisBus
 from parley.realtime.connection import Connection
 from parley.realtime.frames import CLOSE_GOING_AWAY
 from parley.realtime.hub import Hub
-from parley.realtime.presence_store import MemoryPresenceStore, PresenceState, PresenceStore, RedisPresenceStore
+from parley.realtime.presence_store import MemoryPresenceStore, PresenceStore, RedisPresenceStore
+from parley.realtime.schemas import PresenceOut
 from parley.services.event_feed import events_after, latest_event_id, partner_in, partners_of
 
 log = logging.getLogger("parley.realtime")
@@ -35,8 +36,13 @@ TAIL_BATCH = 500
 TAIL_ERROR_BACKOFF_SECONDS = 1.0
 
 
-def epoch_to_iso(value: float | None) -> str | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat().replace("+00:00", "Z")
+def presence_out(user_id: str, *, online: bool, last_seen: float | None) -> PresenceOut:
+    """The one shape of presence: REST and the WebSocket's presence frames alike."""
+    return PresenceOut(
+        user_id=user_id,
+        status="online" if online else "offline",
+        last_seen_at=None if last_seen is None else datetime.fromtimestamp(last_seen, UTC),
+    )
 
 
 class RealtimeNode:
@@ -179,7 +185,9 @@ class RealtimeNode:
 
     async def _keep_presence(self) -> None:
         ttl = self.settings.presence_ttl_seconds
-        interval = max(0.1, min(ttl / 3, max(self.settings.presence_grace_seconds, 0.3) / 3))
+        # Sweep a few times per grace period (offline is reported at most a third of it late) and
+        # refresh this process's connections three times per TTL.
+        interval = max(0.1, min(ttl, max(self.settings.presence_grace_seconds, 0.3)) / 3)
         next_refresh = 0.0
         while True:
             await asyncio.sleep(interval)
@@ -195,11 +203,12 @@ class RealtimeNode:
                 log.warning("realtime.presence_failed", extra={"error": repr(exc)})
 
     async def _publish_presence(self, user_id: str, *, online: bool, last_seen: float) -> None:
-        data = {"user_id": user_id, "status": "online" if online else "offline", "last_seen_at": epoch_to_iso(last_seen)}
+        data = presence_out(user_id, online=online, last_seen=last_seen).model_dump(mode="json")
         await self.bus.publish({"kind": "presence", "user_id": user_id, "data": data})
 
-    async def presence_of(self, user_id: str) -> PresenceState:
-        return await self.presence.state(user_id)
+    async def presence_of(self, user_id: str) -> PresenceOut:
+        state = await self.presence.state(user_id)
+        return presence_out(user_id, online=state.online, last_seen=state.last_seen)
 
     async def learn_conversation(self, user_id: str, conversation_id: str) -> str | None:
         """A conversation the hub has not heard of yet (created while the user was connecting)."""

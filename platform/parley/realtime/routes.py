@@ -13,7 +13,7 @@ from parley.api.errors import ApiError
 from parley.api.keys import PRINCIPAL, REALTIME, SESSIONS, SETTINGS
 from parley.realtime.connection import Connection
 from parley.realtime.frames import FrameError, PingFrame, ServerFrame, encode_frame, error_frame, parse_client_frame
-from parley.realtime.node import RealtimeNode, epoch_to_iso
+from parley.realtime.node import RealtimeNode
 from parley.realtime.schemas import PresenceOut, WsQuery, WsTicketOut
 from parley.services.event_feed import can_replay_since, member_events_after, require_shared_conversation
 from parley.services.ws_tickets import issue_ticket, redeem_ticket
@@ -45,14 +45,7 @@ async def get_presence(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     async with request.app[SESSIONS]() as session:
         await require_shared_conversation(session, viewer.id, user_id)
-    state = await request.app[REALTIME].presence_of(user_id)
-    return respond(
-        PresenceOut(
-            user_id=user_id,
-            status="online" if state.online else "offline",
-            last_seen_at=epoch_to_iso(state.last_seen),  # type: ignore[arg-type]
-        )
-    )
+    return respond(await request.app[REALTIME].presence_of(user_id))
 
 
 async def _connecting_user_id(request: web.Request, query: WsQuery) -> str:
