@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from parley.config import Settings, load_settings
-from parley.db import async_session_factory, create_async_db_engine, create_sync_db_engine
+from parley.db import create_sync_db_engine, sync_session_factory
 from parley.migrate import upgrade_to_head
 from parley.models import Base
 from tests.s3_server import S3Endpoint, start_s3_server
@@ -104,7 +104,8 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
 
 
 @pytest.fixture
-async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_async_db_engine(settings)
-    yield async_session_factory(engine)
-    await engine.dispose()
+def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions for calling services directly, as workers do (services are sync: parley.db)."""
+    engine = create_sync_db_engine(settings)
+    yield sync_session_factory(engine)
+    engine.dispose()

@@ -39,11 +39,18 @@ class ParleyCelery(Celery):  # type: ignore[misc]
 def create_celery_app(settings: Settings) -> ParleyCelery:
     app = ParleyCelery("parley", set_as_current=False)
     app.conf.update(celery_config(settings))
-    app.parley = WorkerContext(settings)
+    app.parley = WorkerContext(settings, wake_dispatcher=lambda: _wake_dispatcher(app))
     register_tasks(app)
     register_media_tasks(app)
     register_webhook_tasks(app)
     return app
+
+
+def _wake_dispatcher(app: ParleyCelery) -> None:
+    try:
+        app.send_task(DISPATCH_TASK, queue=DEFAULT_QUEUE, expires=60, retry=False)
+    except Exception as exc:  # the sweep dispatches what a lost wake-up leaves
+        log.warning("outbox.nudge_failed", extra={"error": repr(exc)})
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -84,6 +91,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "outbox-sweep": {
                 "task": DISPATCH_TASK,
                 "schedule": timedelta(seconds=sweep),
+                "kwargs": {"sweep": True},  # also re-dispatches work that left no receipt
                 # Sweeps that queued up while no worker ran are worthless once the next one is due.
                 "options": {"queue": DEFAULT_QUEUE, "expires": max(2 * sweep, 10.0)},
             },

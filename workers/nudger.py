@@ -1,5 +1,5 @@
-"""The API's nudge: after a request committed, tell the dispatcher to look at the outbox now
-instead of at the next sweep.
+"""The dispatcher's wake-up: after events committed, tell the dispatcher to look at the outbox now
+instead of at the next sweep. The API's "events committed" hook calls `nudge()`.
 
 A nudge is an optimisation, never a dependency: the event rows are already committed, and beat's
 sweep dispatches anything a nudge missed. So `nudge()` only raises a flag and returns; one
@@ -16,10 +16,12 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from celery import Celery
+
 from parley.config import Settings
-from workers.celery_app import create_celery_app
+from workers.broker import broker_config
 from workers.queues import DEFAULT_QUEUE
-from workers.tasks import DISPATCH_TASK
+from workers.task_names import DISPATCH_TASK
 
 log = logging.getLogger("parley.outbox")
 
@@ -48,7 +50,10 @@ class OutboxNudger:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> OutboxNudger:
-        app = create_celery_app(settings)
+        # A bare app that only publishes by task name: the API process imports no task module (and
+        # through them no Pillow or PyAV).
+        app = Celery("parley-api", set_as_current=False)
+        app.conf.update(broker_config(settings), task_serializer="json", accept_content=["json"])
         # One connection attempt, not kombu's seconds of retries: while the broker is down, each
         # nudge fails at once, and a stopping API is not held up.
         app.conf.broker_connection_timeout = NUDGE_CONNECT_TIMEOUT_SECONDS

@@ -2,8 +2,9 @@
 parley.services.webhook_deliveries, the sending in webhooks/.
 
 - consumer `webhooks` (queue `webhooks`, every event type): in the consumer's receipt transaction,
-  writes one pending delivery per endpoint that wants the event; once that commits, wakes this
-  process's delivery engine (webhooks/engine.py), which sends outside any transaction.
+  writes one pending delivery per endpoint that wants the event (going by the event's audience);
+  after that commits, wakes this process's delivery engine (webhooks/engine.py), which sends
+  outside any transaction. Deliveries a lost wake-up leaves behind are found by the engine's sweep.
 - task `parley.deliver_webhooks` (queue `webhooks`, sent by beat every PARLEY_OUTBOX_SWEEP_SECONDS):
   starts or wakes the engine of the process that runs it, so every worker process ends up with a
   running engine even before its first fan-out, and retries come due without a fan-out.
@@ -14,13 +15,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from collections.abc import Sequence
+
 from celery import Task, current_task
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from parley.events import PUBLIC_EVENT_TYPES
 from parley.outbox.consumers import Consumer, EventDelivery, WorkKind
 from parley.services.webhook_deliveries import fan_out
+from parley.services.webhook_matching import EventFacts
 from webhooks.engine import process_engine
 
 if TYPE_CHECKING:
@@ -31,17 +34,14 @@ CONSUMER_NAME = "webhooks"
 
 
 def fan_out_event(session: Session, delivery: EventDelivery) -> None:
-    created = fan_out(session, delivery.event_id, delivery.type, delivery.conversation_id, delivery.payload)
-    if created:
-        # Only after commit: an engine woken earlier could look before the rows are visible.
-        event.listen(session, "after_commit", _wake_engine_after_commit, once=True)
+    fan_out(session, EventFacts(delivery.event_id, delivery.type, delivery.payload, frozenset(delivery.audience)))
 
 
-def _wake_engine_after_commit(_session: Session) -> None:
+def wake_engine(_deliveries: Sequence[EventDelivery]) -> None:
     # current_task is a proxy: false when no task runs (a consumer called directly, outside a worker).
     context = getattr(current_task.app, "parley", None) if current_task else None
     if context is None:
-        return  # beat's sweep wakes an engine soon enough
+        return  # a consumer run outside a worker: beat's sweep wakes an engine soon enough
     process_engine(context.settings, context.sessions).wake()
 
 
@@ -54,6 +54,7 @@ WEBHOOK_CONSUMER = Consumer(
     name=CONSUMER_NAME,
     event_types=PUBLIC_EVENT_TYPES,  # every type shown outside, including those added later
     handle=fan_out_event,
+    after_commit=wake_engine,
     kind=WorkKind.WEBHOOKS,
 )
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from parley.config import Settings, SettingsError, load_settings
 from parley.event_loop import new_event_loop
-from parley.db import async_session_factory, create_async_db_engine
+from parley.db import create_sync_db_engine, sync_session_factory
 from parley.errors import DomainError
 from parley.ids import is_valid_id
 from parley.logs import configure_logging
@@ -34,19 +33,15 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    async def run() -> T:
-        engine = create_async_db_engine(settings)
-        try:
-            async with async_session_factory(engine)() as session:
-                return await work(session)
-        finally:
-            await engine.dispose()
-
+def _with_session(settings: Settings, work: Callable[[Session], T]) -> T:
+    engine = create_sync_db_engine(settings)
     try:
-        return asyncio.run(run())
+        with sync_session_factory(engine)() as session:
+            return work(session)
     except DomainError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    finally:
+        engine.dispose()
 
 
 def _migrate_if_asked(settings: Settings, migrate: bool | None) -> None:
@@ -165,10 +160,10 @@ def create_token(user_ref: str, name: str | None) -> None:
     from parley.services.tokens import create_token as do_create_token
     from parley.services.users import get_user, get_user_by_username
 
-    async def work(session: AsyncSession) -> dict[str, str]:
-        async with session.begin():
-            user = await (get_user(session, user_ref) if is_valid_id(user_ref) else get_user_by_username(session, user_ref))
-        minted = await do_create_token(session, user.id, name)
+    def work(session: Session) -> dict[str, str]:
+        with session.begin():
+            user = get_user(session, user_ref) if is_valid_id(user_ref) else get_user_by_username(session, user_ref)
+        minted = do_create_token(session, user.id, name)
         return {"id": minted.token.id, "user_id": user.id, "token": minted.secret}
 
     click.echo(json.dumps(_with_session(_settings(), work), indent=2))
@@ -253,7 +248,7 @@ def up(host: str | None, port: int | None, demo: bool, migrate: bool | None, con
     raise SystemExit(run_stack(stack_children(host, port, concurrency), f"{base}/readyz", announce))
 
 
-async def _demo_people(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+def _demo_people(session: Session, settings: Settings) -> dict[str, Any]:
     """alice and bob (created the first time, reused after), a fresh token each, and their
     conversation."""
     from sqlalchemy import select
@@ -266,11 +261,11 @@ async def _demo_people(session: AsyncSession, settings: Settings) -> dict[str, A
 
     users = []
     for username, name in DEMO_PEOPLE:
-        async with session.begin():
-            existing = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
-        users.append(existing or await create_user(session, NewUser(username=username, name=name)))
-    tokens = [(await create_token(session, user.id, "parley up --demo")).secret for user in users]
-    contact = await contact_user(session, settings, users[0], OtherUser(user_id=users[1].id))
+        with session.begin():
+            existing = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+        users.append(existing or create_user(session, NewUser(username=username, name=name)))
+    tokens = [create_token(session, user.id, "parley up --demo").secret for user in users]
+    contact = contact_user(session, settings, users[0], OtherUser(user_id=users[1].id))
     return {
         "people": [{"username": u.username, "id": u.id, "token": t} for u, t in zip(users, tokens, strict=True)],
         "conversation_id": contact.conversation.id,

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         description="How often beat sweeps the outbox for events no nudge dispatched (a crash between "
         "commit and nudge, a broker outage).",
     )
+    outbox_redispatch_seconds: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="An event whose consumer has no receipt this long after dispatch is dispatched again "
+        "to that consumer (its task was lost with a killed worker or a broker restart); receipts keep "
+        "the effect exactly once. Each further re-dispatch of the same event waits twice as long.",
+    )
     extra_consumers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated modules whose CONSUMERS list is registered beside the built-in "
@@ -83,6 +89,12 @@ class Settings(BaseSettings):
     ws_send_timeout_seconds: float = Field(
         default=10.0, gt=0, le=600,
         description="A connection that takes longer than this to accept one frame is disconnected (4008).",
+    )
+    token_cache_seconds: float = Field(
+        default=10.0, ge=0, le=300,
+        description="How long an API process remembers whom a bearer token belongs to (0: look it up on "
+        "every request). Revocation reaches every process at once over the realtime bus; should the bus "
+        "be down, another process may still accept a revoked token this long.",
     )
     ws_ticket_seconds: int = Field(
         default=60, ge=1, le=3600,

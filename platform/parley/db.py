@@ -3,17 +3,25 @@ the database; the code path is the same for both."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from parley.config import Settings
+
+log = logging.getLogger("parley.db")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_BUSY_TIMEOUT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000
@@ -107,16 +115,93 @@ def sync_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-@asynccontextmanager
-async def write_transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
-    """One transaction that will write: commits on success, rolls back on any exception."""
-    async with session.begin():
-        await session.connection(execution_options={WRITE_OPTION: True})
+# --- transactions -------------------------------------------------------------------------------
+#
+# Services are plain functions on a sync `Session`. Workers and the CLI call them directly; the API
+# calls them through `AsyncSession.run_sync` (parley.api.service_calls), which runs the same code
+# on the async driver through SQLAlchemy's greenlet bridge. A service opens its transaction with
+# `transaction()` (writes) or `reading()` (reads); called inside another service's transaction, it
+# joins that one instead, so an operation made of several operations commits once, or not at all.
+
+
+@contextmanager
+def transaction(session: Session) -> Iterator[Session]:
+    """A transaction that will write: commits on success, rolls back on any exception. Inside an
+    open transaction it joins it (the outermost caller commits). The outermost caller must open it
+    with this function, not by a read that autobegins: on SQLite that BEGIN takes no write lock."""
+    if session.in_transaction():
+        yield session
+        return
+    with session.begin():
+        session.connection(execution_options={WRITE_OPTION: True})
         yield session
 
 
 @contextmanager
-def sync_write_transaction(session: Session) -> Iterator[Session]:
-    with session.begin():
-        session.connection(execution_options={WRITE_OPTION: True})
+def reading(session: Session) -> Iterator[Session]:
+    """A read-only unit of work: a transaction of its own, or the caller's if one is open."""
+    if session.in_transaction():
         yield session
+        return
+    with session.begin():
+        yield session
+
+
+# --- the one "events committed" hook ---------------------------------------------------------------
+#
+# record_event marks the session; after its transaction commits, the session factory's hook runs
+# once (the API: wake this process's realtime tail, tell the other processes and nudge the
+# dispatcher; a worker: the same through Redis and the broker). A rolled-back transaction wakes
+# nothing. The hook only raises flags: it must never block or fail the commit that triggered it.
+
+EventsCommitted = Callable[[], None]
+_EVENTS_RECORDED = "parley_events_recorded"
+_ON_EVENTS_COMMITTED = "parley_on_events_committed"
+
+
+def note_events_recorded(session: Session) -> None:
+    session.info[_EVENTS_RECORDED] = True
+
+
+def set_events_committed_hook(factory: sessionmaker[Session] | async_sessionmaker[AsyncSession], hook: EventsCommitted) -> None:
+    """Sessions made by `factory` from now on call `hook` after each commit that recorded events."""
+    info = dict(factory.kw.get("info") or {})
+    info[_ON_EVENTS_COMMITTED] = hook
+    factory.configure(info=info)
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.info.pop(_EVENTS_RECORDED, False):
+        hook = session.info.get(_ON_EVENTS_COMMITTED)
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # a wake-up is an optimisation; the poll and the sweep cover for it
+                log.exception("outbox.wake_failed")
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    # The outermost transaction ended; if it committed, after_commit has already taken the mark.
+    if transaction.parent is None:
+        session.info.pop(_EVENTS_RECORDED, None)
+
+
+# --- calling services from async code ----------------------------------------------------------------
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def run_service(
+    sessions: async_sessionmaker[AsyncSession],
+    service: Callable[Concatenate[Session, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """Run a sync service function in a new session of the async engine: SQLAlchemy's greenlet
+    bridge turns its statements into awaits on this event loop, so nothing blocks a thread. One
+    bridge crossing per call, however many statements the service runs."""
+    async with sessions() as session:
+        return await session.run_sync(service, *args, **kwargs)

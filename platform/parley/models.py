@@ -25,7 +25,10 @@ from sqlalchemy import (
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from parley.ids import new_id
@@ -174,7 +177,12 @@ class Conversation(Base):
         return f"{low}:{high}"
 
     def has_member(self, user_id: str) -> bool:
-        return user_id in (self.initiator_id, self.recipient_id)
+        return user_id in self.member_ids
+
+    @property
+    def member_ids(self) -> tuple[str, str]:
+        """Who the conversation's events concern: its audience."""
+        return (self.initiator_id, self.recipient_id)
 
 
 class ConversationMember(Base):
@@ -276,6 +284,12 @@ class Event(Base):
             sqlite_where=text("dispatched_at IS NULL"),
         ),
         Index("ix_events_conversation_id_id", "conversation_id", "id"),
+        Index(
+            "ix_events_redispatch_at",
+            "redispatch_at",
+            postgresql_where=text("redispatch_at IS NOT NULL"),
+            sqlite_where=text("redispatch_at IS NOT NULL"),
+        ),
     )
 
     # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
@@ -284,12 +298,41 @@ class Event(Base):
     )
     type: Mapped[str] = mapped_column(String(64))
     conversation_id: Mapped[str | None] = mapped_column(ID)
-    # The one user an event of no conversation concerns (an upload processed before it was sent):
-    # realtime delivers such an event to them alone.
-    user_id: Mapped[str | None] = mapped_column(ID)
+    # The user ids the event concerns, written by the service that made the change: a
+    # conversation's two members, an upload's uploader before it is sent, an endpoint's owner.
+    # Realtime, replay, webhooks and every consumer read it; none works membership out again.
+    audience: Mapped[list[str]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the dispatcher looks again for consumers that left no receipt (their task was lost with
+    # a killed worker) and hands the event to them once more; None once every consumer has one.
+    redispatch_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # How many times the event was handed over: each re-dispatch waits twice as long as the last.
+    dispatch_count: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+
+
+class _AudienceIncludes(FunctionElement[bool]):
+    type = Boolean()
+    inherit_cache = True
+    name = "audience_includes"
+
+
+@compiles(_AudienceIncludes, "postgresql")
+def _audience_includes_postgresql(element: _AudienceIncludes, compiler: Any, **kw: Any) -> str:
+    audience, user_id = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"({audience} @> jsonb_build_array(CAST({user_id} AS TEXT)))"
+
+
+@compiles(_AudienceIncludes, "sqlite")
+def _audience_includes_sqlite(element: _AudienceIncludes, compiler: Any, **kw: Any) -> str:
+    audience, user_id = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"EXISTS (SELECT 1 FROM json_each({audience}) WHERE json_each.value = {user_id})"
+
+
+def audience_includes(user_id: Any) -> ColumnElement[bool]:
+    """Whether an event's audience names `user_id` (a value or a bind parameter)."""
+    return _AudienceIncludes(Event.audience, user_id)
 
 
 class ReceiptOutcome(enum.StrEnum):

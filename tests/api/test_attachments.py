@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from PIL import Image
 from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.media.processor import PillowAvProcessor
 from integrations.storage.configured import storage_for
@@ -31,9 +31,9 @@ def stored_files(settings: Settings) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-async def attachment_rows(sessions: async_sessionmaker[AsyncSession]) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(Attachment)) or 0)
+async def attachment_rows(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(Attachment)) or 0)
 
 
 async def test_the_type_comes_from_the_content_not_the_name_or_declared_type(
@@ -70,7 +70,7 @@ async def test_executables_and_scripts_are_refused_and_leave_nothing(
     client: TestClient,
     make_person: MakePerson,
     settings: Settings,
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: sessionmaker[Session],
     filename: str,
     data: bytes,
 ) -> None:
@@ -87,7 +87,7 @@ async def test_an_oversized_upload_is_a_413_and_leaves_nothing(
     aiohttp_client: Any,
     make_person: MakePerson,
     settings: Settings,
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: sessionmaker[Session],
     chunked: bool,
 ) -> None:
     small = settings.model_copy(update={"max_upload_bytes": 100_000})
@@ -267,7 +267,7 @@ async def test_bombs_and_broken_images_fail_with_a_reason(
 
 
 async def test_processing_ends_with_an_event_for_the_conversation(
-    client: TestClient, make_person: MakePerson, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    client: TestClient, make_person: MakePerson, settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     alice, bob = await make_person("alice"), await make_person("bob")
     conversation = await start_conversation(client, alice, bob)
@@ -275,8 +275,8 @@ async def test_processing_ends_with_an_event_for_the_conversation(
     bad = await upload(client, alice, "b.jpg", media_samples.truncated_jpeg())
     await send(client, alice, conversation["id"], "two files", attachment_ids=[good["id"]])
     process_uploads(settings)
-    async with sessions() as session:
-        events = {e.type: e for e in (await session.scalars(select(Event).where(Event.type.like("attachment.%"))))}
+    with sessions() as session:
+        events = {e.type: e for e in (session.scalars(select(Event).where(Event.type.like("attachment.%"))))}
     assert set(events) == {"attachment.uploaded", "attachment.ready", "attachment.failed"}
     assert events["attachment.ready"].conversation_id == conversation["id"]
     assert events["attachment.ready"].payload["attachment"]["id"] == good["id"]
@@ -356,7 +356,7 @@ async def test_only_the_uploader_then_the_conversations_members_see_an_attachmen
 
 
 async def test_deleting_the_message_removes_its_uploads_and_records_their_deletion(
-    client: TestClient, make_person: MakePerson, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    client: TestClient, make_person: MakePerson, settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     alice, bob = await make_person("alice"), await make_person("bob")
     conversation = await start_conversation(client, alice, bob)
@@ -371,8 +371,8 @@ async def test_deleting_the_message_removes_its_uploads_and_records_their_deleti
     )
     assert (await client.delete(f"/api/v1/messages/{sent['id']}", headers=alice.auth)).status == 200
     assert (await client.get(f"{UPLOADS}/{created['id']}", headers=alice.auth)).status == 404
-    async with sessions() as session:
-        deleted = (await session.scalars(select(Event).where(Event.type == "attachment.deleted"))).one()
+    with sessions() as session:
+        deleted = (session.scalars(select(Event).where(Event.type == "attachment.deleted"))).one()
     assert deleted.payload == {"attachment_ids": [created["id"]], "message_id": sent["id"]}
     assert deleted.conversation_id == conversation["id"]
 

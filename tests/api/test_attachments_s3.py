@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from PIL import Image
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.storage.configured import storage_for
 from parley.api.app import init_app
@@ -98,7 +98,7 @@ async def test_others_get_no_redirect_and_deletion_empties_the_bucket(
     s3_settings: Settings,
     s3_endpoint: S3Endpoint,
     bucket: str,
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: sessionmaker[Session],
 ) -> None:
     alice, bob, carol = await make_person("alice"), await make_person("bob"), await make_person("carol")
     conversation = await start_conversation(client, alice, bob)
@@ -111,8 +111,8 @@ async def test_others_get_no_redirect_and_deletion_empties_the_bucket(
         assert (await client.get(path, headers=bob.auth, allow_redirects=False)).status == 302
 
     await client.delete(f"/api/v1/messages/{sent['id']}", headers=alice.auth)
-    async with sessions() as session:
-        deleted = (await session.scalars(select(Event).where(Event.type == "attachment.deleted"))).one()
+    with sessions() as session:
+        deleted = (session.scalars(select(Event).where(Event.type == "attachment.deleted"))).one()
     # What the media worker does with that event (tests/workers/test_media_pipeline.py runs it there).
     remove_files(storage_for(s3_settings), deleted.payload["attachment_ids"])
     assert s3_endpoint.keys(bucket) == [
@@ -123,7 +123,7 @@ async def test_others_get_no_redirect_and_deletion_empties_the_bucket(
 
 
 async def test_an_unreachable_bucket_is_a_503_and_leaves_nothing(
-    aiohttp_client: Any, make_person: MakePerson, s3_settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    aiohttp_client: Any, make_person: MakePerson, s3_settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     alice = await make_person("alice")
     missing = load_settings(**{**s3_settings.model_dump(), "s3_bucket": "no-such-bucket"})
@@ -131,8 +131,8 @@ async def test_an_unreachable_bucket_is_a_503_and_leaves_nothing(
     response = await upload_response(client, alice, "a.png", media_samples.png())
     assert response.status == 503
     assert (await response.json())["error"]["code"] == "storage_unavailable"
-    async with sessions() as session:
-        assert (await session.scalars(select(Event).where(Event.type == "attachment.uploaded"))).first() is None
+    with sessions() as session:
+        assert (session.scalars(select(Event).where(Event.type == "attachment.uploaded"))).first() is None
     assert list(Path(missing.storage_path).rglob("upload-*")) == []  # no staging file left either
 
 

@@ -191,8 +191,8 @@ async def test_the_sender_deletes_a_message_for_both_for_good(client, make_perso
     for person in (alice, bob):
         history = await (await client.get(f"/api/v1/conversations/{cid}/messages", headers=person.auth)).json()
         assert history["items"] == [shown]
-    async with sessions() as session:
-        types = (await session.execute(select(Event.type).order_by(Event.id))).scalars().all()
+    with sessions() as session:
+        types = (session.execute(select(Event.type).order_by(Event.id))).scalars().all()
     assert types == ["conversation.created", "message.created", "message.deleted"]
 
 
@@ -209,8 +209,8 @@ async def test_every_change_writes_its_event(client, make_person: MakePerson, se
     await client.post(f"/api/v1/conversations/{cid}/read", headers=bob.auth)
     await client.delete(f"/api/v1/messages/{message['id']}", headers=alice.auth)
 
-    async with sessions() as session:
-        events = (await session.execute(select(Event).order_by(Event.id))).scalars().all()
+    with sessions() as session:
+        events = (session.execute(select(Event).order_by(Event.id))).scalars().all()
 
     assert [e.type for e in events] == ["conversation.created", "message.created", "message.read", "message.deleted"]
     assert all(e.conversation_id == cid and e.dispatched_at is None for e in events)

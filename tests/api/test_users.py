@@ -71,8 +71,8 @@ async def test_unknown_users_are_not_found(client, make_person: MakePerson) -> N
 
 async def test_tokens_are_stored_hashed_and_revocable(client, make_person: MakePerson, sessions) -> None:
     alice = await make_person("alice")
-    async with sessions() as session:
-        stored = (await session.execute(select(ApiToken.token_hash))).scalars().all()
+    with sessions() as session:
+        stored = (session.execute(select(ApiToken.token_hash))).scalars().all()
     assert alice.token not in stored and all(len(h) == 64 for h in stored)
 
     revoked = await client.delete(f"/api/v1/tokens/{alice.token_id}", headers=alice.auth)

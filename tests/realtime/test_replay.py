@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from aiohttp.test_utils import TestClient
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from parley.models import Event, utcnow
 from tests.api.conftest import MakePerson, provision, send, start_conversation
@@ -58,7 +58,7 @@ async def test_replay_shows_only_the_clients_own_conversations(client: TestClien
 
 
 async def test_a_gap_older_than_the_window_or_too_large_needs_a_resync(
-    client: TestClient, make_person: MakePerson, sessions: async_sessionmaker[AsyncSession]
+    client: TestClient, make_person: MakePerson, sessions: sessionmaker[Session]
 ) -> None:
     alice, bob = await make_person("alice"), await make_person("bob")
     conversation = await start_conversation(client, alice, bob)
@@ -67,8 +67,8 @@ async def test_a_gap_older_than_the_window_or_too_large_needs_a_resync(
     old = (await frame_where(bob_ws, of_type("message.created")))["event_id"]
     await bob_ws.close()
 
-    async with sessions() as session, session.begin():
-        await session.execute(update(Event).where(Event.id == old).values(created_at=utcnow() - timedelta(days=30)))
+    with sessions() as session, session.begin():
+        session.execute(update(Event).where(Event.id == old).values(created_at=utcnow() - timedelta(days=30)))
     bob_ws = await connect(client, bob, since=old)
     resync = await frame_where(bob_ws, lambda f: f["type"] != "presence")
     assert resync["type"] == "resync_required"

@@ -9,9 +9,9 @@ import aiohttp
 from aiohttp import WSCloseCode
 from aiohttp.test_utils import TestClient
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from parley.db import write_transaction
+from parley.db import transaction
 from parley.events import AttachmentProcessed, EventType
 from parley.ids import new_id
 from parley.models import WsTicket, utcnow
@@ -66,7 +66,7 @@ async def test_non_members_receive_nothing(client: TestClient, make_person: Make
 
 
 async def test_tickets_work_once_and_bad_expired_or_reused_ones_are_refused(
-    client: TestClient, make_person: MakePerson, sessions: async_sessionmaker[AsyncSession]
+    client: TestClient, make_person: MakePerson, sessions: sessionmaker[Session]
 ) -> None:
     alice = await make_person("alice")
 
@@ -88,8 +88,8 @@ async def test_tickets_work_once_and_bad_expired_or_reused_ones_are_refused(
     assert (await refused(ticket=good))["code"] == "invalid_ticket"  # reused
     assert (await refused(ticket="wst_not-a-real-ticket"))["code"] == "invalid_ticket"
     stale = await ticket()
-    async with sessions() as session, session.begin():
-        await session.execute(update(WsTicket).values(expires_at=utcnow()))
+    with sessions() as session, session.begin():
+        session.execute(update(WsTicket).values(expires_at=utcnow()))
     assert (await refused(ticket=stale))["code"] == "invalid_ticket"
     assert (await refused())["code"] == "unauthorized"
 
@@ -207,7 +207,7 @@ async def test_server_shutdown_closes_connections_with_1001(client: TestClient, 
 
 
 async def test_events_written_outside_the_api_arrive_and_reach_an_uploader_before_sending(
-    client: TestClient, make_person: MakePerson, sessions: async_sessionmaker[AsyncSession]
+    client: TestClient, make_person: MakePerson, sessions: sessionmaker[Session]
 ) -> None:
     """A worker's attachment.ready is found by the poll; before the upload is sent it concerns only
     its uploader, and after, both members of the conversation."""
@@ -225,10 +225,10 @@ async def test_events_written_outside_the_api_arrive_and_reach_an_uploader_befor
         )
 
     unsent, sent = ready(None), ready(conversation["id"])
-    async with sessions() as session, write_transaction(session):
-        await record_event(session, EventType.ATTACHMENT_READY, unsent, conversation_id=None, user_id=alice.id)
-    async with sessions() as session, write_transaction(session):
-        await record_event(session, EventType.ATTACHMENT_READY, sent, conversation_id=conversation["id"])
+    with sessions() as session, transaction(session):
+        record_event(session, EventType.ATTACHMENT_READY, unsent, conversation_id=None, user_id=alice.id)
+    with sessions() as session, transaction(session):
+        record_event(session, EventType.ATTACHMENT_READY, sent, conversation_id=conversation["id"])
 
     frames = [await frame_where(alice_ws, of_type("attachment.ready")) for _ in range(2)]
     assert [f["data"]["attachment"]["id"] for f in frames] == [unsent.attachment.id, sent.attachment.id]

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from parley.errors import Invalid, NotFound
 from parley.models import Conversation, ConversationMember, Event
@@ -12,35 +12,35 @@ from parley.services.conversations import OtherUser, get_or_create_conversation
 from tests.services.conftest import MakeUser
 
 
-async def _count(sessions: async_sessionmaker[AsyncSession], model: type) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+async def _count(sessions: sessionmaker[Session], model: type) -> int:
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 async def test_both_users_get_the_same_conversation(sessions, make_user: MakeUser) -> None:
-    alice, bob = await make_user("alice"), await make_user("bob")
-    async with sessions() as session:
-        first, created = await get_or_create_conversation(session, alice, OtherUser(user_id=bob.id))
-    async with sessions() as session:
-        again, created_again = await get_or_create_conversation(session, bob, OtherUser(username="ALICE"))
+    alice, bob = make_user("alice"), make_user("bob")
+    with sessions() as session:
+        first, created = get_or_create_conversation(session, alice, OtherUser(user_id=bob.id))
+    with sessions() as session:
+        again, created_again = get_or_create_conversation(session, bob, OtherUser(username="ALICE"))
 
     assert created and not created_again
     assert again.id == first.id
     assert (first.initiator_id, first.recipient_id) == (alice.id, bob.id)
     assert await _count(sessions, ConversationMember) == 2
-    async with sessions() as session:
-        events = (await session.execute(select(Event))).scalars().all()
+    with sessions() as session:
+        events = (session.execute(select(Event))).scalars().all()
     assert [e.type for e in events] == ["conversation.created"]
     assert events[0].conversation_id == first.id
     assert events[0].payload["conversation"]["initiator"]["username"] == "alice"
 
 
 async def test_twenty_concurrent_calls_for_one_pair_make_one_conversation(sessions, make_user: MakeUser) -> None:
-    alice, bob = await make_user("alice"), await make_user("bob")
+    alice, bob = make_user("alice"), make_user("bob")
 
     async def open_from(user, other_id):
-        async with sessions() as session:
-            conversation, created = await get_or_create_conversation(session, user, OtherUser(user_id=other_id))
+        with sessions() as session:
+            conversation, created = get_or_create_conversation(session, user, OtherUser(user_id=other_id))
             return conversation.id, created
 
     results = await asyncio.gather(
@@ -54,10 +54,10 @@ async def test_twenty_concurrent_calls_for_one_pair_make_one_conversation(sessio
 
 
 async def test_messaging_yourself_is_refused(sessions, make_user: MakeUser) -> None:
-    alice = await make_user("alice")
-    async with sessions() as session:
+    alice = make_user("alice")
+    with sessions() as session:
         with pytest.raises(Invalid) as refused:
-            await get_or_create_conversation(session, alice, OtherUser(user_id=alice.id))
+            get_or_create_conversation(session, alice, OtherUser(user_id=alice.id))
     assert refused.value.code == "cannot_message_self"
     assert await _count(sessions, Conversation) == 0
 
@@ -65,9 +65,9 @@ async def test_messaging_yourself_is_refused(sessions, make_user: MakeUser) -> N
 @pytest.mark.parametrize("other", [OtherUser(user_id="01ARZ3NDEKTSV4RRFFQ69G5FAV"), OtherUser(username="nobody"),
                                    OtherUser(user_id="not-an-id")])
 async def test_an_unknown_user_is_a_clear_not_found(sessions, make_user: MakeUser, other: OtherUser) -> None:
-    alice = await make_user("alice")
-    async with sessions() as session:
+    alice = make_user("alice")
+    with sessions() as session:
         with pytest.raises(NotFound) as missing:
-            await get_or_create_conversation(session, alice, other)
+            get_or_create_conversation(session, alice, other)
     assert missing.value.code == "user_not_found"
     assert await _count(sessions, Event) == 0

@@ -4,12 +4,13 @@ tail, a reconnecting client) can never pass over an event that commits late."""
 
 from __future__ import annotations
 
-import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select, text
 
 from parley.config import load_settings
-from parley.db import async_session_factory, create_async_db_engine, write_transaction
+from parley.db import create_sync_db_engine, sync_session_factory, transaction
 from parley.events import EventType, MessageRead
 from parley.models import Event, utcnow
 from parley.services.outbox import record_event
@@ -20,35 +21,37 @@ def _receipt() -> MessageRead:
     return MessageRead(conversation_id="c", reader_id="r", up_to_message_id=None, read_at=utcnow(), count=1)
 
 
-async def test_a_later_event_writer_waits_for_the_earlier_ones_commit(postgres_url: str) -> None:
+def test_a_later_event_writer_waits_for_the_earlier_ones_commit(postgres_url: str) -> None:
     empty_all_tables(postgres_url)
-    engine = create_async_db_engine(load_settings(database_url=postgres_url))
-    sessions = async_session_factory(engine)
+    engine = create_sync_db_engine(load_settings(database_url=postgres_url))
+    sessions = sync_session_factory(engine)
+    pool = ThreadPoolExecutor(1)
     try:
-        async with sessions() as first, sessions() as second, sessions() as observer:
-            async with write_transaction(first):
-                await record_event(first, EventType.MESSAGE_READ, _receipt(), conversation_id="first")
+        with sessions() as first, sessions() as second, sessions() as observer:
+            with transaction(first):
+                record_event(first, EventType.MESSAGE_READ, _receipt(), conversation_id="first", audience=["r"])
 
-                async def write_second() -> None:
-                    async with write_transaction(second):
-                        await record_event(second, EventType.MESSAGE_READ, _receipt(), conversation_id="second")
+                def write_second() -> None:
+                    with transaction(second):
+                        record_event(second, EventType.MESSAGE_READ, _receipt(), conversation_id="second", audience=["r"])
 
-                later = asyncio.create_task(write_second())
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 10
+                later = pool.submit(write_second)
+                deadline = time.monotonic() + 10
                 while True:  # until the second writer is seen waiting on the lock
-                    async with observer.begin():
-                        waiting = await observer.scalar(
+                    with observer.begin():
+                        waiting = observer.scalar(
                             text("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'")
                         )
                     if waiting:
                         break
                     assert not later.done(), "the second event was written while the first was uncommitted"
-                    assert loop.time() < deadline, "the second writer never waited"
-                    await asyncio.sleep(0.02)
-            await later
-            async with observer.begin():
-                rows = (await observer.execute(select(Event.conversation_id).order_by(Event.id))).scalars().all()
+                    assert time.monotonic() < deadline, "the second writer never waited"
+                    time.sleep(0.02)
+                # Leaving `transaction(first)` commits the first event, which lets the second go.
+            later.result(timeout=10)
+            with observer.begin():
+                rows = observer.execute(select(Event.conversation_id).order_by(Event.id)).scalars().all()
             assert rows == ["first", "second"]
     finally:
-        await engine.dispose()
+        pool.shutdown(wait=False, cancel_futures=True)
+        engine.dispose()

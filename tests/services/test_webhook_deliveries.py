@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from parley.config import Settings
@@ -26,7 +26,6 @@ from parley.services.webhook_deliveries import (
 )
 from parley.services.webhooks import EndpointDraft, create_endpoint, rotate_secret
 from tests.services.conftest import MakeUser
-from webhooks.ssrf import UrlGuard
 from workers.webhook_tasks import WEBHOOK_CONSUMER
 
 
@@ -43,19 +42,19 @@ def sync_sessions(tuned: Settings) -> Iterator[sessionmaker[Session]]:
 
 
 async def _endpoints_with_deliveries(
-    sessions: async_sessionmaker[AsyncSession], sync_sessions: sessionmaker[Session], settings: Settings,
+    sessions: sessionmaker[Session], sync_sessions: sessionmaker[Session], settings: Settings,
     make_user: MakeUser, endpoints: int, messages: int,
 ) -> list[str]:
     """Endpoints of alice's, and `messages` messages fanned out to them; returns the endpoint ids."""
-    alice, bob = await make_user("alice"), await make_user("bob")
+    alice, bob = make_user("alice"), make_user("bob")
     ids = []
-    async with sessions() as session:
+    with sessions() as session:
         for n in range(endpoints):
             draft = EndpointDraft(url=f"https://8.8.8.8/hook/{n}", event_types=("message.created",))
-            ids.append((await create_endpoint(session, settings, alice.id, draft, UrlGuard(settings))).endpoint.id)
-        conversation, _ = await get_or_create_conversation(session, alice, OtherUser(user_id=bob.id))
+            ids.append((create_endpoint(session, settings, alice.id, draft)).endpoint.id)
+        conversation, _ = get_or_create_conversation(session, alice, OtherUser(user_id=bob.id))
         for n in range(messages):
-            await send_message(session, settings, alice, conversation.id, MessageDraft(content=f"m{n}"))
+            send_message(session, settings, alice, conversation.id, MessageDraft(content=f"m{n}"))
     with sync_sessions() as session:
         events = session.scalars(select(Event.id).order_by(Event.id)).all()
     for event_id in events:
@@ -83,7 +82,7 @@ def _make_due(sync_sessions: sessionmaker[Session], delivery_id: str) -> None:
 
 
 async def test_fan_out_is_once_per_endpoint_and_claims_respect_each_endpoints_cap(
-    sessions: async_sessionmaker[AsyncSession], sync_sessions: sessionmaker[Session], tuned: Settings, make_user: MakeUser
+    sessions: sessionmaker[Session], sync_sessions: sessionmaker[Session], tuned: Settings, make_user: MakeUser
 ) -> None:
     endpoints = await _endpoints_with_deliveries(sessions, sync_sessions, tuned, make_user, endpoints=2, messages=5)
     with sync_sessions() as session:
@@ -103,7 +102,7 @@ async def test_fan_out_is_once_per_endpoint_and_claims_respect_each_endpoints_ca
 
 
 async def test_a_lapsed_claim_is_taken_again_and_only_the_new_claim_decides(
-    sessions: async_sessionmaker[AsyncSession], sync_sessions: sessionmaker[Session], tuned: Settings, make_user: MakeUser
+    sessions: sessionmaker[Session], sync_sessions: sessionmaker[Session], tuned: Settings, make_user: MakeUser
 ) -> None:
     await _endpoints_with_deliveries(sessions, sync_sessions, tuned, make_user, endpoints=1, messages=1)
     [lost] = claim_due(sync_sessions, tuned, limit=1).deliveries
@@ -121,7 +120,7 @@ async def test_a_lapsed_claim_is_taken_again_and_only_the_new_claim_decides(
 
 
 async def test_failures_follow_the_schedule_then_the_delivery_fails(
-    sessions: async_sessionmaker[AsyncSession], sync_sessions: sessionmaker[Session], tuned: Settings, make_user: MakeUser
+    sessions: sessionmaker[Session], sync_sessions: sessionmaker[Session], tuned: Settings, make_user: MakeUser
 ) -> None:
     [endpoint_id] = await _endpoints_with_deliveries(sessions, sync_sessions, tuned, make_user, endpoints=1, messages=1)
     delays = []
@@ -141,7 +140,7 @@ async def test_failures_follow_the_schedule_then_the_delivery_fails(
 
 
 async def test_a_429_waits_as_asked_and_a_410_disables_the_endpoint_with_an_event(
-    sessions: async_sessionmaker[AsyncSession], sync_sessions: sessionmaker[Session], tuned: Settings, make_user: MakeUser
+    sessions: sessionmaker[Session], sync_sessions: sessionmaker[Session], tuned: Settings, make_user: MakeUser
 ) -> None:
     ids = await _endpoints_with_deliveries(sessions, sync_sessions, tuned, make_user, endpoints=2, messages=1)
     busy, gone = sorted(claim_due(sync_sessions, tuned, limit=10).deliveries, key=lambda c: ids.index(c.endpoint_id))
@@ -160,11 +159,11 @@ async def test_a_429_waits_as_asked_and_a_410_disables_the_endpoint_with_an_even
 
 
 async def test_a_rotated_out_secret_stops_signing_after_its_overlap(
-    sessions: async_sessionmaker[AsyncSession], sync_sessions: sessionmaker[Session], tuned: Settings, make_user: MakeUser
+    sessions: sessionmaker[Session], sync_sessions: sessionmaker[Session], tuned: Settings, make_user: MakeUser
 ) -> None:
     [endpoint_id] = await _endpoints_with_deliveries(sessions, sync_sessions, tuned, make_user, endpoints=1, messages=2)
-    async with sessions() as session:
-        rotated = await rotate_secret(session, tuned, _owner_of(sync_sessions, endpoint_id), endpoint_id)
+    with sessions() as session:
+        rotated = rotate_secret(session, tuned, _owner_of(sync_sessions, endpoint_id), endpoint_id)
     first = claim_due(sync_sessions, tuned, limit=1).deliveries[0]
     assert first.secrets[0] == rotated.secret and len(first.secrets) == 2  # both sign during the overlap
     with sync_sessions() as session, session.begin():

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 from sqlalchemy import Engine, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from parley.config import Settings, load_settings
 from parley.db import async_session_factory, create_async_db_engine, create_sync_db_engine
@@ -335,11 +335,11 @@ def wait_for_worker(process: Process, timeout: float = 30) -> None:
 
 
 @pytest.fixture
-async def worker_sessions() -> AsyncIterator[Callable[[WorkerSetup], async_sessionmaker[AsyncSession]]]:
+async def worker_sessions() -> AsyncIterator[Callable[[WorkerSetup], sessionmaker[Session]]]:
     """Async sessions on a WorkerSetup's database, for writing through the services."""
     engines = []
 
-    def sessions_for(setup: WorkerSetup) -> async_sessionmaker[AsyncSession]:
+    def sessions_for(setup: WorkerSetup) -> sessionmaker[Session]:
         engine = create_async_db_engine(setup.settings())
         engines.append(engine)
         return async_session_factory(engine)
@@ -356,23 +356,23 @@ class Pair:
     conversation_id: str
 
 
-async def start_conversation(sessions: async_sessionmaker[AsyncSession], tag: str = "") -> Pair:
-    async with sessions() as session:
-        alice = await create_user(session, NewUser(username=f"alice{tag}", name="Alice"))
-        bob = await create_user(session, NewUser(username=f"bob{tag}", name="Bob"))
-        conversation, _ = await get_or_create_conversation(session, alice, OtherUser(user_id=bob.id))
+async def start_conversation(sessions: sessionmaker[Session], tag: str = "") -> Pair:
+    with sessions() as session:
+        alice = create_user(session, NewUser(username=f"alice{tag}", name="Alice"))
+        bob = create_user(session, NewUser(username=f"bob{tag}", name="Bob"))
+        conversation, _ = get_or_create_conversation(session, alice, OtherUser(user_id=bob.id))
     return Pair(alice, bob, conversation.id)
 
 
 async def send_messages(
-    sessions: async_sessionmaker[AsyncSession], settings: Settings, pair: Pair, count: int, prefix: str = "m"
+    sessions: sessionmaker[Session], settings: Settings, pair: Pair, count: int, prefix: str = "m"
 ) -> list[str]:
     """Send `count` messages through the service layer (a commit, and no nudge: what an API process
     that died right after committing leaves behind)."""
     ids = []
-    async with sessions() as session:
+    with sessions() as session:
         for n in range(count):
             draft = MessageDraft(content=f"{prefix}{n}")
-            message, _ = await send_message(session, settings, pair.alice, pair.conversation_id, draft)
+            message, _ = send_message(session, settings, pair.alice, pair.conversation_id, draft)
             ids.append(message.id)
     return ids

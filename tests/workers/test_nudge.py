@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from parley.api.app import OUTBOX_NUDGER, init_app
 from parley.config import Settings
@@ -77,15 +77,15 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def _person(sessions: async_sessionmaker[AsyncSession], username: str) -> tuple[str, dict[str, str]]:
-    async with sessions() as session:
-        user = await create_user(session, NewUser(username=username, name=username))
-        token = await create_token(session, user.id)
+async def _person(sessions: sessionmaker[Session], username: str) -> tuple[str, dict[str, str]]:
+    with sessions() as session:
+        user = create_user(session, NewUser(username=username, name=username))
+        token = create_token(session, user.id)
     return user.id, {"Authorization": f"Bearer {token.secret}"}
 
 
 async def test_with_the_broker_down_every_send_is_still_accepted(
-    aiohttp_client: Any, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    aiohttp_client: Any, settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{_closed_port()}/0"})
     client: TestClient = await aiohttp_client(init_app(down))
@@ -105,13 +105,13 @@ async def test_with_the_broker_down_every_send_is_still_accepted(
     await _eventually(lambda: nudger.failed >= 1, "a failed nudge", timeout=20)
     assert nudger.sent == 0
     # Everything waits in the outbox for the sweep.
-    async with sessions() as session:
-        waiting = await session.scalar(select(func.count()).select_from(Event).where(Event.dispatched_at.is_(None)))
+    with sessions() as session:
+        waiting = session.scalar(select(func.count()).select_from(Event).where(Event.dispatched_at.is_(None)))
     assert waiting == 6  # conversation.created and five message.created
 
 
 async def test_writes_nudge_the_dispatcher_and_reads_do_not(
-    aiohttp_client: Any, settings: Settings, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+    aiohttp_client: Any, settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     embedded = settings.model_copy(update={"broker_url": f"sqla+sqlite:///{tmp_path / 'broker.db'}"})
     client: TestClient = await aiohttp_client(init_app(embedded))

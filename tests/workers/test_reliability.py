@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from parley.api.app import init_app
 from parley.models import ConsumerReceipt, Event
@@ -32,7 +32,7 @@ from tests.workers.consumers import effect_rows
 from workers.celery_app import create_celery_app
 from workers.tasks import DISPATCH_TASK
 
-SessionsFor = Callable[[WorkerSetup], async_sessionmaker[AsyncSession]]
+SessionsFor = Callable[[WorkerSetup], sessionmaker[Session]]
 FLOW_TIMEOUT = 30.0
 
 
@@ -95,8 +95,8 @@ async def test_a_broker_outage_loses_no_event_and_dispatches_none_twice(
     processes.beat(setup)
     sessions = worker_sessions(setup)
     pair = await start_conversation(sessions)
-    async with sessions() as session:
-        token = (await create_token(session, pair.alice.id)).secret
+    with sessions() as session:
+        token = (create_token(session, pair.alice.id)).secret
     client: TestClient = await aiohttp_client(init_app(setup.settings()))
     alice = {"Authorization": f"Bearer {token}"}
     url = f"/api/v1/conversations/{pair.conversation_id}/messages"
@@ -122,11 +122,11 @@ async def test_a_broker_outage_loses_no_event_and_dispatches_none_twice(
     assert _undispatched(setup) == 0
 
 
-async def _send_one_held_message(setup: WorkerSetup, sessions: async_sessionmaker[AsyncSession]) -> int:
+async def _send_one_held_message(setup: WorkerSetup, sessions: sessionmaker[Session]) -> int:
     """Send one message whose test-effects consumer will hold (wait) once it starts; its event id."""
     pair = await start_conversation(sessions)
     (setup.control_dir / "hold").write_text("test-effects")
-    await send_messages(sessions, setup.settings(), pair, 1)
+    send_messages(sessions, setup.settings(), pair, 1)
     [event_id] = _events(setup, "message.created")
     _nudge(setup)
     return event_id
@@ -194,7 +194,7 @@ async def test_events_committed_without_a_nudge_are_dispatched_by_the_sweep(
     sessions = worker_sessions(setup)
     pair = await start_conversation(sessions)
     # The API would have died between its commit and its nudge: nothing but the sweep knows.
-    await send_messages(sessions, setup.settings(), pair, 12)
+    send_messages(sessions, setup.settings(), pair, 12)
 
     messages = _events(setup, "message.created")
     rows = _wait_for_effects(setup, "test-effects", messages, processes)

@@ -13,11 +13,12 @@ from aiohttp.typedefs import Handler
 from parley.api.auth import auth_middleware
 from parley.api.endpoints import Endpoint
 from parley.api.errors import error_middleware
-from parley.api.keys import ENGINE, REALTIME, REQUEST_ID, SESSIONS, SETTINGS, STORAGE
+from parley.api.keys import ENGINE, REALTIME, REQUEST_ID, SESSIONS, SETTINGS, STORAGE, TOKEN_CACHE
 from parley.api.openapi import build_openapi
 from parley.api.routes import attachments, conversations, meta, users, webhooks
 from parley.config import Settings
-from parley.db import async_session_factory, create_async_db_engine
+from parley.api.token_cache import CREDENTIALS_CHANGED, TokenCache
+from parley.db import async_session_factory, create_async_db_engine, set_events_committed_hook
 from parley.ids import new_id
 from parley.realtime import routes as realtime_routes
 from parley.realtime.frames import CLOSE_GOING_AWAY
@@ -28,8 +29,6 @@ from workers.nudger import OutboxNudger
 log = logging.getLogger("parley.api")
 
 OUTBOX_NUDGER = web.AppKey("outbox_nudger", OutboxNudger)
-# Requests that cannot have written an outbox event.
-READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 ROUTE_TABLES = (
     meta.endpoints,
@@ -65,18 +64,6 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
     return response
 
 
-@web.middleware
-async def outbox_nudge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """After a successful write the services have committed: nudge the dispatcher and wake the
-    realtime tail. Both only raise a flag, so the response is never delayed, and a broker or Redis
-    outage never fails a request."""
-    response = await handler(request)
-    if request.method not in READ_ONLY_METHODS and response.status < 400:
-        request.app[OUTBOX_NUDGER].nudge()
-        request.app[REALTIME].events_committed()
-    return response
-
-
 async def _outbox_nudger(app: web.Application) -> AsyncIterator[None]:
     nudger = OutboxNudger.for_settings(app[SETTINGS])
     app[OUTBOX_NUDGER] = nudger
@@ -96,7 +83,20 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _realtime(app: web.Application) -> AsyncIterator[None]:
     node = RealtimeNode(app[SETTINGS], app[SESSIONS])
     app[REALTIME] = node
+    cache = TokenCache(app[SETTINGS].token_cache_seconds)
+    app[TOKEN_CACHE] = cache
+    node.listen(CREDENTIALS_CHANGED, lambda message: cache.forget_user(str(message["user_id"])))
     await node.start()
+    nudger = app[OUTBOX_NUDGER]
+
+    def events_committed() -> None:
+        # The one wake-up path: whatever committed events in this process (a request, anything
+        # else on its loop) wakes the realtime tail here and elsewhere, and the dispatcher. Both
+        # only raise a flag, so a commit is never delayed and an outage never fails a request.
+        node.events_committed()
+        nudger.nudge()
+
+    set_events_committed_hook(app[SESSIONS], events_committed)
     yield
     await node.stop()
 
@@ -113,7 +113,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[outbox_nudge_middleware, request_log_middleware, error_middleware, auth_middleware],
+        middlewares=[request_log_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings

@@ -1,5 +1,6 @@
 """Bearer-token authentication. Tokens travel only in the Authorization header, never in URLs,
-and are compared by hash (users) or in constant time (the admin token)."""
+and are compared by hash (users) or in constant time (the admin token). Whom a token belongs to
+is cached briefly per process (parley.api.token_cache)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from parley.api.errors import ApiError
-from parley.api.keys import PRINCIPAL, SESSIONS, SETTINGS
+from parley.api.keys import PRINCIPAL, REALTIME, SETTINGS, TOKEN_CACHE
+from parley.api.token_cache import CREDENTIALS_CHANGED
+from parley.api.service_calls import call
 from parley.api.principal import Principal
 from parley.models import User
-from parley.services.tokens import authenticate
+from parley.services.tokens import authenticate, hash_token
 
 _ANONYMOUS = Principal()
 
@@ -36,13 +39,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         ):
             principal = Principal(is_admin=True)
         else:
-            async with request.app[SESSIONS]() as session:
-                user = await authenticate(session, token)
-            if user is None:
-                raise ApiError(401, "unauthorized", "the bearer token is unknown or revoked")
-            principal = Principal(user=user)
+            principal = Principal(user=await _token_holder(request, token))
     request[PRINCIPAL] = principal
     return await handler(request)
+
+
+async def _token_holder(request: web.Request, token: str) -> User:
+    cache = request.app[TOKEN_CACHE]
+    token_hash = hash_token(token)
+    user = cache.get(token_hash)
+    if user is None:
+        user = await call(request, authenticate, token)
+        if user is None:
+            raise ApiError(401, "unauthorized", "the bearer token is unknown or revoked")
+        cache.put(token_hash, user)
+    return user
 
 
 def current_user(request: web.Request) -> User:
@@ -68,3 +79,8 @@ def current_principal(request: web.Request) -> Principal:
     if principal.user is None and not principal.is_admin:
         raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>'")
     return principal
+
+
+async def credentials_changed(request: web.Request, user_id: str) -> None:
+    """A user's tokens or standing changed: no API process may answer from its cache for them."""
+    await request.app[REALTIME].publish({"kind": CREDENTIALS_CHANGED, "user_id": user_id})

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from parley.events import EventType
+from parley.events import EventType, parse_payload
 from parley.models import Event
 
 MAX_CONSUMER_NAME = 100  # consumer_receipts.consumer
@@ -38,6 +39,8 @@ class EventDelivery:
     # The event's id. It grows with every event, so within a conversation it orders events; an
     # event written after another committed always has the larger sequence.
     sequence: int
+    # The users the event concerns, as the service that wrote it named them (events.audience).
+    audience: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, event: Event) -> EventDelivery:
@@ -47,12 +50,23 @@ class EventDelivery:
             conversation_id=event.conversation_id,
             payload=dict(event.payload),
             sequence=event.id,
+            audience=tuple(event.audience or ()),
         )
 
+    @property
+    def data(self) -> BaseModel:
+        """The payload read back as its typed model (parley.events.PAYLOADS)."""
+        return parse_payload(self.type, self.payload)
 
-# Runs inside the transaction that records the consumer's receipt: whatever it writes through the
-# session commits together with the receipt, or not at all.
+
+# Runs inside the transaction that records the consumer's receipt: it only reads and writes rows
+# through the session, which commit together with the receipt, or not at all.
 Handler = Callable[[Session, EventDelivery], None]
+# Runs after that transaction committed, with the deliveries the handler took (never on a
+# redelivery that found its receipt): the adapter's turn to talk to the outside world (HTTP, SMTP,
+# Slack, storage, a follow-up task), from the rows the handler wrote. It must be idempotent and
+# quick; if it fails, the rows are there for the consumer's own sweep to pick up.
+AfterCommit = Callable[[Sequence[EventDelivery]], None]
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,7 @@ class Consumer:
     event_types: frozenset[EventType]
     handle: Handler
     kind: WorkKind  # its queue; any but EVENTS
+    after_commit: AfterCommit | None = None
     # True: events of one conversation reach this consumer strictly in sequence order (a task waits,
     # by retrying shortly, until the conversation's previous event has this consumer's receipt).
     ordered: bool = False

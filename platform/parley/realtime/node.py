@@ -15,12 +15,14 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.config import Settings
+from parley.db import run_service
 from parley.ids import new_id
 from parley.realtime.bus import Bus, BusMessage, LocalBus, RedisBus
 from parley.realtime.connection import Connection
@@ -66,6 +68,7 @@ class RealtimeNode:
         else:
             self.bus = LocalBus()
             self.presence = MemoryPresenceStore()
+        self._listeners: dict[str, Callable[[BusMessage], None]] = {}
         self._wake = asyncio.Event()
         self._announce = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,11 +119,9 @@ class RealtimeNode:
             self._wake.clear()
             try:
                 if self.position is None:
-                    async with self.sessions() as session:
-                        self.position = await latest_event_id(session)
+                    self.position = await run_service(self.sessions, latest_event_id)
                 while True:
-                    async with self.sessions() as session:
-                        batch = await events_after(session, self.position, TAIL_BATCH)
+                    batch = await run_service(self.sessions, events_after, self.position, TAIL_BATCH)
                     for event in batch:
                         self.position = event.id  # first: one event that cannot be delivered never stalls the rest
                         try:
@@ -135,6 +136,17 @@ class RealtimeNode:
 
     # --- the bus --------------------------------------------------------------------------------
 
+    def listen(self, kind: str, handler: Callable[[BusMessage], None]) -> None:
+        """Hand bus messages of `kind` (this process's own included) to `handler`."""
+        self._listeners[kind] = handler
+
+    async def publish(self, message: BusMessage) -> None:
+        """To every API process, this one included. Never raises: a bus outage is logged."""
+        listener = self._listeners.get(str(message.get("kind")))
+        if listener is not None and isinstance(self.bus, RedisBus):
+            listener(message)  # here at once; RedisBus brings it back too, which is harmless
+        await self.bus.publish(message)
+
     def _on_bus_message(self, message: BusMessage) -> None:
         kind = message.get("kind")
         if kind == "wake":
@@ -144,6 +156,8 @@ class RealtimeNode:
             self.hub.deliver_presence(str(message["user_id"]), message["data"])
         elif kind == "typing":
             self.hub.deliver_typing(str(message["to_user_id"]), str(message["conversation_id"]), message["data"])
+        elif (listener := self._listeners.get(str(kind))) is not None:
+            listener(message)
 
     def _on_bus_reconnect(self) -> None:
         # Wake-ups may have been lost while Redis was away, and this process's connections may have
@@ -157,8 +171,7 @@ class RealtimeNode:
         """Register a new connection (held back while it replays) and count its user online."""
         partners = None
         if not self.hub.has_user(connection.user_id):
-            async with self.sessions() as session:
-                partners = await partners_of(session, connection.user_id)
+            partners = await run_service(self.sessions, partners_of, connection.user_id)
         self.hub.add(connection, partners)
         await self._hold(connection)
 
@@ -214,8 +227,7 @@ class RealtimeNode:
         """A conversation the hub has not heard of yet (created while the user was connecting)."""
         if len(conversation_id) > 64:
             return None
-        async with self.sessions() as session:
-            partner_id = await partner_in(session, user_id, conversation_id)
+        partner_id = await run_service(self.sessions, partner_in, user_id, conversation_id)
         if partner_id is not None:
             self.hub.learn(user_id, conversation_id, partner_id)
         return partner_id

@@ -9,8 +9,10 @@ from aiohttp import WSMsgType, web
 
 from parley.api.auth import current_user
 from parley.api.endpoints import EndpointTable, parse_query, respond
+from parley.db import run_service
 from parley.api.errors import ApiError
-from parley.api.keys import PRINCIPAL, REALTIME, SESSIONS, SETTINGS
+from parley.api.service_calls import call
+from parley.api.keys import PRINCIPAL, REALTIME, SETTINGS
 from parley.realtime.connection import Connection
 from parley.realtime.frames import FrameError, PingFrame, ServerFrame, encode_frame, error_frame, parse_client_frame
 from parley.realtime.node import RealtimeNode
@@ -31,8 +33,7 @@ REPLAY_PAGE = 500
 )
 async def create_ticket(request: web.Request) -> web.Response:
     user = current_user(request)
-    async with request.app[SESSIONS]() as session:
-        issued = await issue_ticket(session, user.id, request.app[SETTINGS].ws_ticket_seconds)
+    issued = await call(request, issue_ticket, user.id, request.app[SETTINGS].ws_ticket_seconds)
     return respond(WsTicketOut(ticket=issued.ticket, expires_at=issued.expires_at), 201)
 
 
@@ -43,8 +44,7 @@ async def create_ticket(request: web.Request) -> web.Response:
 async def get_presence(request: web.Request) -> web.Response:
     viewer = current_user(request)
     user_id = request.match_info["user_id"]
-    async with request.app[SESSIONS]() as session:
-        await require_shared_conversation(session, viewer.id, user_id)
+    await call(request, require_shared_conversation, viewer.id, user_id)
     return respond(await request.app[REALTIME].presence_of(user_id))
 
 
@@ -58,8 +58,7 @@ async def _connecting_user_id(request: web.Request, query: WsQuery) -> str:
         raise ApiError(403, "user_token_required", "a WebSocket belongs to a user: use that user's token")
     if query.ticket is None:
         raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>' or ?ticket=")
-    async with request.app[SESSIONS]() as session:
-        user_id = await redeem_ticket(session, query.ticket)
+    user_id = await call(request, redeem_ticket, query.ticket)
     if user_id is None:
         raise ApiError(401, "invalid_ticket", "the ticket is unknown, expired or already used")
     return user_id
@@ -112,14 +111,14 @@ async def _open(node: RealtimeNode, connection: Connection, since: int | None) -
     }
     await connection.send_replayed(encode_frame(ServerFrame.HELLO, hello))
     if since is not None:
-        async with node.sessions() as session:
-            replayable = await can_replay_since(
-                session,
-                connection.user_id,
-                since,
-                window=timedelta(hours=settings.realtime_replay_hours),
-                max_events=settings.realtime_replay_max_events,
-            )
+        replayable = await run_service(
+            node.sessions,
+            can_replay_since,
+            connection.user_id,
+            since,
+            window=timedelta(hours=settings.realtime_replay_hours),
+            max_events=settings.realtime_replay_max_events,
+        )
         if not replayable:
             await connection.send_replayed(
                 encode_frame(ServerFrame.RESYNC_REQUIRED, {"since": since, "reason": "events after 'since' are no longer kept"})
@@ -127,8 +126,7 @@ async def _open(node: RealtimeNode, connection: Connection, since: int | None) -
         else:
             after = since
             while True:
-                async with node.sessions() as session:
-                    page = await member_events_after(session, connection.user_id, after, REPLAY_PAGE)
+                page = await run_service(node.sessions, member_events_after, connection.user_id, after, REPLAY_PAGE)
                 for event in page:
                     frame = encode_frame(event.type, event.payload, event_id=event.id, conversation_id=event.conversation_id)
                     await connection.send_replayed(frame, event.id)

@@ -18,11 +18,11 @@ from typing import Protocol
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from parley.db import sync_write_transaction
+from parley.db import transaction
 from parley.events import AttachmentProcessed, AttachmentsDeleted, EventType
-from parley.models import Attachment, AttachmentKind, AttachmentStatus, Message, utcnow
+from parley.models import Attachment, AttachmentKind, AttachmentStatus, Conversation, Message, utcnow
 from parley.services.attachment_views import upload_out
-from parley.services.outbox import record_event_sync
+from parley.services.outbox import record_event
 from parley.services.storage import (
     CONTENT,
     Storage,
@@ -179,7 +179,7 @@ def _record(
     thumbnails: list[dict[str, object]],
     reason: str | None,
 ) -> str:
-    with sessions() as session, sync_write_transaction(session):
+    with sessions() as session, transaction(session):
         attachment = session.scalar(select(Attachment).where(Attachment.id == attachment_id).with_for_update())
         if attachment is None:
             return "gone"
@@ -195,16 +195,21 @@ def _record(
         else:
             attachment.failure_reason = (reason or "processing failed")[:MAX_REASON_CHARS]
         session.flush()
-        conversation_id = (
-            session.scalar(select(Message.conversation_id).where(Message.id == attachment.message_id))
+        conversation = (
+            session.execute(
+                select(Conversation.id, Conversation.initiator_id, Conversation.recipient_id)
+                .join(Message, Message.conversation_id == Conversation.id)
+                .where(Message.id == attachment.message_id)
+            ).first()
             if attachment.message_id is not None
             else None
         )
         event = EventType.ATTACHMENT_READY if status is AttachmentStatus.READY else EventType.ATTACHMENT_FAILED
+        conversation_id = conversation.id if conversation is not None else None
         payload = AttachmentProcessed(attachment=upload_out(attachment, conversation_id))
-        # Not sent yet: the news is its uploader's alone.
-        uploader_id = attachment.uploader_id if conversation_id is None else None
-        record_event_sync(session, event, payload, conversation_id=conversation_id, user_id=uploader_id)
+        # Sent: the conversation's members hear of it. Not sent yet: its uploader alone.
+        audience = [conversation.initiator_id, conversation.recipient_id] if conversation else [attachment.uploader_id]
+        record_event(session, event, payload, conversation_id=conversation_id, audience=audience)
         return status.value
 
 
@@ -220,7 +225,7 @@ def purge_unattached(sessions: sessionmaker[Session], max_age_seconds: float) ->
     through `attachment.deleted`. A send attaching one at the same moment wins or loses cleanly:
     the delete re-checks `message_id IS NULL` under the row's lock."""
     cutoff = utcnow() - timedelta(seconds=max_age_seconds)
-    with sessions() as session, sync_write_transaction(session):
+    with sessions() as session, transaction(session):
         candidates = list(
             session.scalars(
                 select(Attachment.id)
@@ -231,16 +236,19 @@ def purge_unattached(sessions: sessionmaker[Session], max_age_seconds: float) ->
         )
         if not candidates:
             return []
-        deleted = sorted(
-            session.scalars(
-                delete(Attachment)
-                .where(Attachment.id.in_(candidates), Attachment.message_id.is_(None))
-                .returning(Attachment.id)
-                .execution_options(synchronize_session=False)
-            )
-        )
+        rows = session.execute(
+            delete(Attachment)
+            .where(Attachment.id.in_(candidates), Attachment.message_id.is_(None))
+            .returning(Attachment.id, Attachment.uploader_id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        deleted = sorted(row.id for row in rows)
         if deleted:
-            record_event_sync(
-                session, EventType.ATTACHMENT_DELETED, AttachmentsDeleted(attachment_ids=deleted), conversation_id=None
+            record_event(
+                session,
+                EventType.ATTACHMENT_DELETED,
+                AttachmentsDeleted(attachment_ids=deleted),
+                conversation_id=None,
+                audience=[row.uploader_id for row in rows if row.uploader_id is not None],
             )
     return deleted

@@ -1,23 +1,21 @@
 """Uploaded attachments: accepting an upload, attaching uploads to a message, who may see them,
 and removing the ones a message no longer has or that were never used.
 
-Services get their storage as an argument (parley.services.storage.Storage) and call it through
-asyncio.to_thread: adapters are synchronous (boto3 is), and the API's event loop must not wait on
-a disk or an S3 round trip.
+These functions only read and write rows; the storage I/O around them (storing an upload's
+bytes, locating a file to serve) is done by the caller, which in the API runs it in a thread so the
+event loop never waits on a disk or an S3 round trip.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from parley.db import write_transaction
+from parley.db import reading, transaction
 from parley.errors import Invalid, NotFound, NotReady, UnsupportedMedia
 from parley.events import AttachmentsDeleted, AttachmentUploaded, EventType
 from parley.ids import is_valid_id, new_id
@@ -27,13 +25,9 @@ from parley.services.attachment_views import ATTACHMENT_VIEW_COLUMNS, attachment
 from parley.services.outbox import record_event
 from parley.services.storage import (
     ORIGINAL,
-    Location,
-    Storage,
-    StorageUnavailable,
     attachment_key,
-    attachment_prefix,
 )
-from parley.services.uploads import UploadStaging, sanitize_name
+from parley.services.uploads import sanitize_name
 
 
 @dataclass(frozen=True)
@@ -46,54 +40,52 @@ class SniffedType:
     label: str  # "PNG image", "ELF executable": for messages
 
 
-async def accept_upload(
-    session: AsyncSession,
-    storage: Storage,
-    uploader: User,
-    staged: UploadStaging,
-    sniffed: SniffedType,
-    raw_name: str | None,
+def check_upload(sniffed: SniffedType, size: int) -> None:
+    """Refused types (executables and the like) and empty files are not stored at all."""
+    if sniffed.kind is None:
+        raise UnsupportedMedia(f"{sniffed.label} files cannot be uploaded", details={"detected": sniffed.label})
+    if size == 0:
+        raise Invalid("the file is empty", details={"fields": [{"field": "file", "message": "must not be empty"}]})
+
+
+def new_upload_key() -> tuple[str, str]:
+    """(attachment id, storage key) for an upload about to be stored."""
+    attachment_id = new_id()
+    return attachment_id, attachment_key(attachment_id, ORIGINAL)
+
+
+def record_upload(
+    session: Session, uploader: User, attachment_id: str, key: str, sniffed: SniffedType, size: int, raw_name: str | None
 ) -> UploadOut:
-    """Store a fully received upload and record it (`processing`, and `attachment.uploaded` for the
-    media worker). A refused type leaves nothing behind: the staged file is always removed."""
-    try:
-        if sniffed.kind is None:
-            raise UnsupportedMedia(f"{sniffed.label} files cannot be uploaded", details={"detected": sniffed.label})
-        if staged.size == 0:
-            raise Invalid("the file is empty", details={"fields": [{"field": "file", "message": "must not be empty"}]})
-        attachment_id = new_id()
-        key = attachment_key(attachment_id, ORIGINAL)
-        await asyncio.to_thread(storage.store_file, key, staged.path, sniffed.content_type)
-        try:
-            async with write_transaction(session):
-                attachment = Attachment(
-                    id=attachment_id,
-                    message_id=None,
-                    name=sanitize_name(raw_name, sniffed.extension),
-                    url=content_url(attachment_id),
-                    kind=sniffed.kind,
-                    content_type=sniffed.content_type,
-                    size=staged.size,
-                    uploader_id=uploader.id,
-                    status=AttachmentStatus.PROCESSING,
-                    storage_key=key,
-                    created_at=utcnow(),
-                )
-                session.add(attachment)
-                await session.flush()
-                view = upload_out(attachment, None)
-                await record_event(
-                    session, EventType.ATTACHMENT_UPLOADED, AttachmentUploaded(attachment=view), conversation_id=None
-                )
-        except BaseException:
-            # No row, so no stored file either. Should storage fail here too, the first error is the
-            # one to report; the stray file is then only unreachable (no row names it).
-            with contextlib.suppress(StorageUnavailable):
-                await asyncio.to_thread(storage.delete_prefix, attachment_prefix(attachment_id))
-            raise
-        return view
-    finally:
-        await asyncio.to_thread(staged.discard)
+    """Record an upload whose bytes are stored under `key`: `processing`, and `attachment.uploaded`
+    (to its uploader) for the media worker."""
+    check_upload(sniffed, size)
+    assert sniffed.kind is not None
+    with transaction(session):
+        attachment = Attachment(
+            id=attachment_id,
+            message_id=None,
+            name=sanitize_name(raw_name, sniffed.extension),
+            url=content_url(attachment_id),
+            kind=sniffed.kind,
+            content_type=sniffed.content_type,
+            size=size,
+            uploader_id=uploader.id,
+            status=AttachmentStatus.PROCESSING,
+            storage_key=key,
+            created_at=utcnow(),
+        )
+        session.add(attachment)
+        session.flush()
+        view = upload_out(attachment, None)
+        record_event(
+            session,
+            EventType.ATTACHMENT_UPLOADED,
+            AttachmentUploaded(attachment=view),
+            conversation_id=None,
+            audience=[uploader.id],
+        )
+    return view
 
 
 def not_usable(attachment_id: str, reason: str) -> Invalid:
@@ -104,8 +96,8 @@ def not_usable(attachment_id: str, reason: str) -> Invalid:
     )
 
 
-async def claim_uploads(
-    session: AsyncSession, sender: User, message_id: str, attachment_ids: Sequence[str]
+def claim_uploads(
+    session: Session, sender: User, message_id: str, attachment_ids: Sequence[str]
 ) -> list[AttachmentOut]:
     """In the sending transaction: attach uploads the sender owns and has not used yet (processing or
     ready; a failed one shows nothing). Anything else fails the send, naming the id."""
@@ -120,7 +112,7 @@ async def claim_uploads(
         return []
     claimed = set(
         (
-            await session.execute(
+            session.execute(
                 update(Attachment)
                 .where(
                     Attachment.id.in_(attachment_ids),
@@ -136,14 +128,14 @@ async def claim_uploads(
     )
     for attachment_id in attachment_ids:
         if attachment_id not in claimed:
-            raise not_usable(attachment_id, await _why_not_usable(session, sender, attachment_id))
-    rows = await session.execute(select(*ATTACHMENT_VIEW_COLUMNS).where(Attachment.id.in_(attachment_ids)))
+            raise not_usable(attachment_id, _why_not_usable(session, sender, attachment_id))
+    rows = session.execute(select(*ATTACHMENT_VIEW_COLUMNS).where(Attachment.id.in_(attachment_ids)))
     return [attachment_out(row._mapping) for row in rows]
 
 
-async def _why_not_usable(session: AsyncSession, sender: User, attachment_id: str) -> str:
+def _why_not_usable(session: Session, sender: User, attachment_id: str) -> str:
     row = (
-        await session.execute(
+        session.execute(
             select(Attachment.uploader_id, Attachment.message_id, Attachment.status).where(
                 Attachment.id == attachment_id
             )
@@ -156,14 +148,14 @@ async def _why_not_usable(session: AsyncSession, sender: User, attachment_id: st
     return "already attached to a message"
 
 
-async def _visible(session: AsyncSession, viewer: User, attachment_id: str) -> tuple[Attachment, str | None]:
+def _visible(session: Session, viewer: User, attachment_id: str) -> tuple[Attachment, str | None]:
     """The attachment and its conversation, if `viewer` may see it: its uploader before it is sent,
     the conversation's members after. Anyone else learns nothing: 404."""
     not_found = NotFound("no such attachment", details={"attachment_id": attachment_id})
     if not is_valid_id(attachment_id):
         raise not_found
     row = (
-        await session.execute(
+        session.execute(
             select(Attachment, Conversation)
             .outerjoin(Message, Message.id == Attachment.message_id)
             .outerjoin(Conversation, Conversation.id == Message.conversation_id)
@@ -182,9 +174,9 @@ async def _visible(session: AsyncSession, viewer: User, attachment_id: str) -> t
     return attachment, conversation.id
 
 
-async def show_attachment(session: AsyncSession, viewer: User, attachment_id: str) -> UploadOut:
-    async with session.begin():
-        attachment, conversation_id = await _visible(session, viewer, attachment_id)
+def show_attachment(session: Session, viewer: User, attachment_id: str) -> UploadOut:
+    with reading(session):
+        attachment, conversation_id = _visible(session, viewer, attachment_id)
         return upload_out(attachment, conversation_id)
 
 
@@ -197,7 +189,9 @@ def content_disposition(name: str, *, inline: bool) -> str:
 
 @dataclass(frozen=True)
 class Serving:
-    location: Location
+    """What to serve: the caller locates `key` in storage (a local file or a presigned URL)."""
+
+    key: str
     content_type: str
     disposition: str
 
@@ -215,27 +209,22 @@ def _ready_upload(attachment: Attachment) -> None:
         )
 
 
-async def serve_content(session: AsyncSession, storage: Storage, viewer: User, attachment_id: str) -> Serving:
-    async with session.begin():
-        attachment, _ = await _visible(session, viewer, attachment_id)
+def serve_content(session: Session, viewer: User, attachment_id: str) -> Serving:
+    with reading(session):
+        attachment, _ = _visible(session, viewer, attachment_id)
     _ready_upload(attachment)
     assert attachment.storage_key is not None
     # Images and videos show inline; documents download, so a stored HTML or PDF never runs as a page
     # of Parley's origin.
     inline = attachment.kind in (AttachmentKind.IMAGE, AttachmentKind.VIDEO)
     disposition = content_disposition(attachment.name, inline=inline)
-    location = await asyncio.to_thread(
-        storage.locate, attachment.storage_key, content_type=attachment.content_type, disposition=disposition
-    )
-    return Serving(location, attachment.content_type, disposition)
+    return Serving(attachment.storage_key, attachment.content_type, disposition)
 
 
-async def serve_thumbnail(
-    session: AsyncSession, storage: Storage, viewer: User, attachment_id: str, size: int
-) -> Serving:
+def serve_thumbnail(session: Session, viewer: User, attachment_id: str, size: int) -> Serving:
     """The smallest thumbnail at least `size` on its long side (else the largest there is)."""
-    async with session.begin():
-        attachment, _ = await _visible(session, viewer, attachment_id)
+    with reading(session):
+        attachment, _ = _visible(session, viewer, attachment_id)
     _ready_upload(attachment)
     thumbnails = sorted(attachment.thumbnails or [], key=lambda t: t["size"])
     if not thumbnails:
@@ -246,18 +235,15 @@ async def serve_thumbnail(
     stem = attachment.name.rsplit(".", 1)[0] if "." in attachment.name else attachment.name
     extension = ".png" if chosen["content_type"] == "image/png" else ".jpg"
     disposition = content_disposition(f"{stem}-{chosen['size']}{extension}", inline=True)
-    location = await asyncio.to_thread(
-        storage.locate, chosen["key"], content_type=chosen["content_type"], disposition=disposition
-    )
-    return Serving(location, chosen["content_type"], disposition)
+    return Serving(chosen["key"], chosen["content_type"], disposition)
 
 
-async def forget_message_uploads(session: AsyncSession, message: Message) -> None:
+def forget_message_uploads(session: Session, message: Message) -> None:
     """In the deleting transaction: drop the message's attachment rows, and record
     `attachment.deleted` for the uploaded ones so a worker removes their files after commit."""
     stored = list(
         (
-            await session.execute(
+            session.execute(
                 delete(Attachment)
                 .where(Attachment.message_id == message.id)
                 .returning(Attachment.id, Attachment.storage_key)
@@ -267,9 +253,10 @@ async def forget_message_uploads(session: AsyncSession, message: Message) -> Non
     )
     uploaded = sorted(row.id for row in stored if row.storage_key is not None)
     if uploaded:
-        await record_event(
+        record_event(
             session,
             EventType.ATTACHMENT_DELETED,
             AttachmentsDeleted(attachment_ids=uploaded, message_id=message.id),
             conversation_id=message.conversation_id,
+            audience=[message.sender_id],  # the files' uploader (the sender): internal bookkeeping
         )

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from parley.config import Settings
-from parley.db import write_transaction
+from parley.db import transaction
 from parley.models import Conversation, User
-from parley.schemas import MessageOut
-from parley.services.conversations import OtherUser, get_or_create_in_transaction
-from parley.services.messages import MessageDraft, check_draft, send_message, write_message
+from parley.schemas import ConversationOut, MessageOut
+from parley.services.conversations import OtherUser, get_or_create_conversation, show_conversation
+from parley.services.messages import MessageDraft, send_message
 
 
 @dataclass(frozen=True)
@@ -22,19 +22,22 @@ class Contact:
     message: MessageOut | None
 
 
-async def contact_user(
-    session: AsyncSession, settings: Settings, actor: User, other: OtherUser, first_message: MessageDraft | None = None
+def contact_user(
+    session: Session, settings: Settings, actor: User, other: OtherUser, first_message: MessageDraft | None = None
 ) -> Contact:
-    if first_message is not None:
-        check_draft(first_message, settings)
-    async with write_transaction(session):
-        conversation, created = await get_or_create_in_transaction(session, actor, other)
-        if first_message is None or first_message.client_id is not None:
-            message = None
-        else:
-            message = await write_message(session, conversation.id, actor, first_message)
-    if first_message is not None and first_message.client_id is not None:
-        # An idempotent first message goes through send_message's replay rules, in its own
-        # transaction after the conversation exists (retrying creates neither twice).
-        message, _ = await send_message(session, settings, actor, conversation.id, first_message)
+    """Find or start the conversation with `other`, and send the optional first message, in one
+    transaction."""
+    with transaction(session):
+        conversation, created = get_or_create_conversation(session, actor, other)
+        message = None
+        if first_message is not None:
+            message, _ = send_message(session, settings, actor, conversation.id, first_message)
     return Contact(conversation=conversation, created=created, message=message)
+
+
+def start_conversation(
+    session: Session, settings: Settings, actor: User, other: OtherUser, first_message: MessageDraft | None = None
+) -> tuple[ConversationOut, bool]:
+    """contact_user, answered with the conversation as `actor` sees it: (view, created)."""
+    contact = contact_user(session, settings, actor, other, first_message)
+    return show_conversation(session, actor, contact.conversation.id), contact.created

@@ -12,10 +12,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, Select, String, bindparam, case, func, or_, select, tuple_, union_all
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
-from parley.db import write_transaction
+from parley.db import reading, transaction
 from parley.errors import Invalid, NotFound
 from parley.events import ConversationCreated, EventType
 from parley.ids import is_valid_id
@@ -37,37 +36,33 @@ class OtherUser:
     username: str | None = None
 
 
-async def get_or_create_conversation(
-    session: AsyncSession, actor: User, other: OtherUser
-) -> tuple[Conversation, bool]:
-    """The conversation between `actor` and `other`, created if it does not exist yet.
-    Returns (conversation, created)."""
-    async with write_transaction(session):
-        return await get_or_create_in_transaction(session, actor, other)
+def get_or_create_conversation(session: Session, actor: User, other: OtherUser) -> tuple[Conversation, bool]:
+    """The conversation between `actor` and `other`, created (with `conversation.created`) if it
+    does not exist yet. Returns (conversation, created)."""
+    with transaction(session):
+        return _get_or_create(session, actor, other)
 
 
-async def get_or_create_in_transaction(
-    session: AsyncSession, actor: User, other: OtherUser
-) -> tuple[Conversation, bool]:
+def _get_or_create(session: Session, actor: User, other: OtherUser) -> tuple[Conversation, bool]:
     try:
         if other.user_id is not None:
-            other_user = await get_user(session, other.user_id)
+            other_user = get_user(session, other.user_id)
         else:
-            other_user = await get_user_by_username(session, other.username or "")
+            other_user = get_user_by_username(session, other.username or "")
     except NotFound as exc:
         raise NotFound("no such user to talk to", code="user_not_found", details=exc.details) from None
     if other_user.id == actor.id:
         raise Invalid("you cannot start a conversation with yourself", code="cannot_message_self")
 
     pair_key = Conversation.pair_key_for(actor.id, other_user.id)
-    existing = await _find_by_pair(session, pair_key)
+    existing = _find_by_pair(session, pair_key)
     if existing is not None:
         return existing, False
 
     conversation = Conversation(pair_key=pair_key, initiator_id=actor.id, recipient_id=other_user.id)
     try:
         # A savepoint, so that losing a race to create the same pair leaves our transaction usable.
-        async with session.begin_nested():
+        with session.begin_nested():
             session.add(conversation)
             session.add_all(
                 [
@@ -76,22 +71,23 @@ async def get_or_create_in_transaction(
                 ]
             )
     except IntegrityError:
-        winner = await _find_by_pair(session, pair_key)
+        winner = _find_by_pair(session, pair_key)
         if winner is None:  # pragma: no cover - the unique violation proves it exists
             raise
         return winner, False
 
-    await record_event(
+    record_event(
         session,
         EventType.CONVERSATION_CREATED,
         ConversationCreated(conversation=ConversationMembersOut.of(conversation, actor, other_user)),
         conversation_id=conversation.id,
+        audience=conversation.member_ids,
     )
     return conversation, True
 
 
-async def _find_by_pair(session: AsyncSession, pair_key: str) -> Conversation | None:
-    result = await session.execute(select(Conversation).where(Conversation.pair_key == pair_key))
+def _find_by_pair(session: Session, pair_key: str) -> Conversation | None:
+    result = session.execute(select(Conversation).where(Conversation.pair_key == pair_key))
     return result.scalar_one_or_none()
 
 
@@ -106,32 +102,36 @@ class Membership:
     def other_member_id(self, user_id: str) -> str:
         return self.recipient_id if user_id == self.initiator_id else self.initiator_id
 
+    @property
+    def member_ids(self) -> tuple[str, str]:
+        return (self.initiator_id, self.recipient_id)
 
-async def get_member_conversation(session: AsyncSession, conversation_id: str, user_id: str) -> Membership:
+
+def get_member_conversation(session: Session, conversation_id: str, user_id: str) -> Membership:
     """The conversation's members, if `user_id` is one of them. Anyone else is told it does not
     exist, so conversation ids reveal nothing."""
     row = None
     if is_valid_id(conversation_id):
-        row = (await session.execute(_MEMBERS, {"conversation_id": conversation_id, "viewer_id": user_id})).first()
+        row = (session.execute(_MEMBERS, {"conversation_id": conversation_id, "viewer_id": user_id})).first()
     if row is None:
         raise NotFound("no such conversation", details={"conversation_id": conversation_id})
     return Membership(conversation_id, row.initiator_id, row.recipient_id)
 
 
-async def find_conversation_with(session: AsyncSession, viewer: User, other_user_id: str) -> ConversationOut:
+def find_conversation_with(session: Session, viewer: User, other_user_id: str) -> ConversationOut:
     pair_key = Conversation.pair_key_for(viewer.id, other_user_id) if is_valid_id(other_user_id) else ""
-    async with session.begin():
-        found = await _conversation_views(session, viewer, _BY_PAIR, pair_key=pair_key)
+    with reading(session):
+        found = _conversation_views(session, viewer, _BY_PAIR, pair_key=pair_key)
     if not found:
         raise NotFound("no conversation with this user yet", details={"user_id": other_user_id})
     return found[0]
 
 
-async def show_conversation(session: AsyncSession, viewer: User, conversation_id: str) -> ConversationOut:
+def show_conversation(session: Session, viewer: User, conversation_id: str) -> ConversationOut:
     found = []
     if is_valid_id(conversation_id):
-        async with session.begin():
-            found = await _conversation_views(session, viewer, _BY_ID, conversation_id=conversation_id)
+        with reading(session):
+            found = _conversation_views(session, viewer, _BY_ID, conversation_id=conversation_id)
     if not found:
         raise NotFound("no such conversation", details={"conversation_id": conversation_id})
     return found[0]
@@ -143,16 +143,16 @@ class InboxPage:
     next_cursor: str | None
 
 
-async def list_inbox(
-    session: AsyncSession, viewer: User, *, cursor: str | None = None, limit: int = INBOX_DEFAULT_LIMIT
+def list_inbox(
+    session: Session, viewer: User, *, cursor: str | None = None, limit: int = INBOX_DEFAULT_LIMIT
 ) -> InboxPage:
     """The viewer's conversations, most recent activity first, `limit` at a time."""
     position = decode_inbox_cursor(cursor) if cursor else None
-    async with session.begin():
+    with reading(session):
         if position is None:
-            items = await _conversation_views(session, viewer, _INBOX_FIRST_PAGE, limit=limit + 1)
+            items = _conversation_views(session, viewer, _INBOX_FIRST_PAGE, limit=limit + 1)
         else:
-            items = await _conversation_views(
+            items = _conversation_views(
                 session, viewer, _INBOX_NEXT_PAGE, limit=limit + 1, after_updated_at=position[0], after_id=position[1]
             )
     page, more = items[:limit], len(items) > limit
@@ -259,12 +259,12 @@ _MEMBERS = select(Conversation.initiator_id, Conversation.recipient_id).where(
 )
 
 
-async def _conversation_views(
-    session: AsyncSession, viewer: User, query: Select[Any], **params: object
+def _conversation_views(
+    session: Session, viewer: User, query: Select[Any], **params: object
 ) -> list[ConversationOut]:
-    rows = (await session.execute(query, {"viewer_id": viewer.id, **params})).all()
+    rows = (session.execute(query, {"viewer_id": viewer.id, **params})).all()
     me = summary_of(viewer)
-    attachments = await attachments_of(session, [row.last_id for row in rows if row.last_id is not None])
+    attachments = attachments_of(session, [row.last_id for row in rows if row.last_id is not None])
     views = []
     for row in rows:
         other = UserSummary(

@@ -12,12 +12,13 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
+from parley.db import reading
 from parley.errors import NotFound
 from parley.events import LIVE_EVENT_TYPES
 from parley.ids import is_valid_id
-from parley.models import Conversation, Event, utcnow
+from parley.models import Conversation, Event, audience_includes, utcnow
 
 _LIVE_TYPES = sorted(t.value for t in LIVE_EVENT_TYPES)
 
@@ -28,89 +29,61 @@ class FeedEvent:
     type: str
     conversation_id: str | None
     payload: dict[str, Any]
-    member_ids: tuple[str, ...]  # who hears of it: the conversation's two members, or its one user
+    member_ids: tuple[str, ...]  # who hears of it: the event's audience
 
 
 _TAIL = (
-    select(
-        Event.id, Event.type, Event.conversation_id, Event.payload,
-        Conversation.initiator_id, Conversation.recipient_id, Event.user_id,
-    )
-    .outerjoin(Conversation, Conversation.id == Event.conversation_id)
-    .where(
-        Event.id > bindparam("after"),
-        Event.type.in_(_LIVE_TYPES),
-        or_(Conversation.id.is_not(None), Event.user_id.is_not(None)),
-    )
+    select(Event.id, Event.type, Event.conversation_id, Event.payload, Event.audience)
+    .where(Event.id > bindparam("after"), Event.type.in_(_LIVE_TYPES))
     .order_by(Event.id)
     .limit(bindparam("limit"))
 )
-
-_SINCE = bindparam("since")
-_USER = bindparam("user_id")
-_CONCERNS_USER = or_(
-    Conversation.initiator_id == _USER,
-    Conversation.recipient_id == _USER,
-    Event.user_id == _USER,
-)
-_MEMBER_EVENTS = (
-    select(Event.id)
-    .outerjoin(Conversation, Conversation.id == Event.conversation_id)
-    .where(Event.id > _SINCE, Event.type.in_(_LIVE_TYPES), _CONCERNS_USER)
-)
+_CONCERNS_USER = audience_includes(bindparam("user_id"))
+_MEMBER_EVENTS = select(Event.id).where(Event.id > bindparam("since"), Event.type.in_(_LIVE_TYPES), _CONCERNS_USER)
 
 
 def _feed_event(row: Any) -> FeedEvent:
-    if row.initiator_id is not None:
-        audience: tuple[str, ...] = (row.initiator_id, row.recipient_id)
-    else:
-        audience = (row.user_id,) if row.user_id else ()
-    return FeedEvent(row.id, row.type, row.conversation_id, dict(row.payload), audience)
+    return FeedEvent(row.id, row.type, row.conversation_id, dict(row.payload), tuple(row.audience or ()))
 
 
-async def latest_event_id(session: AsyncSession) -> int:
-    async with session.begin():
-        return await session.scalar(select(func.coalesce(func.max(Event.id), 0))) or 0
+def latest_event_id(session: Session) -> int:
+    with reading(session):
+        return session.scalar(select(func.coalesce(func.max(Event.id), 0))) or 0
 
 
-async def events_after(session: AsyncSession, after: int, limit: int) -> list[FeedEvent]:
-    """Live events committed after `after`, in order, each with the two members it concerns."""
-    async with session.begin():
-        rows = await session.execute(_TAIL, {"after": after, "limit": limit})
-        return [_feed_event(row) for row in rows]
+def events_after(session: Session, after: int, limit: int) -> list[FeedEvent]:
+    """Live events committed after `after`, in order, each with the users it concerns."""
+    with reading(session):
+        return [_feed_event(row) for row in session.execute(_TAIL, {"after": after, "limit": limit})]
 
 
-async def member_events_after(session: AsyncSession, user_id: str, since: int, limit: int) -> list[FeedEvent]:
-    """A page of the live events of `user_id`'s conversations after `since`, in order."""
+def member_events_after(session: Session, user_id: str, since: int, limit: int) -> list[FeedEvent]:
+    """A page of the live events that concern `user_id` after `since`, in order."""
     query = _TAIL.where(_CONCERNS_USER)
-    async with session.begin():
-        rows = await session.execute(query, {"after": since, "limit": limit, "user_id": user_id})
+    with reading(session):
+        rows = session.execute(query, {"after": since, "limit": limit, "user_id": user_id})
         return [_feed_event(row) for row in rows]
 
 
-async def can_replay_since(
-    session: AsyncSession, user_id: str, since: int, *, window: timedelta, max_events: int
-) -> bool:
+def can_replay_since(session: Session, user_id: str, since: int, *, window: timedelta, max_events: int) -> bool:
     """Whether a client that saw event `since` can be brought up to date by replay: the event must
     still be known and inside the replay window, and the client must have missed at most
     `max_events`. Otherwise it has to reload its state over REST (resync_required)."""
-    async with session.begin():
-        seen_at = await session.scalar(select(Event.created_at).where(Event.id == since))
+    with reading(session):
+        seen_at = session.scalar(select(Event.created_at).where(Event.id == since))
         if seen_at is None or seen_at < utcnow() - window:
             return False
-        missed = await session.scalar(
-            select(func.count()).select_from(
-                _MEMBER_EVENTS.limit(max_events + 1).subquery()
-            ),
+        missed = session.scalar(
+            select(func.count()).select_from(_MEMBER_EVENTS.limit(max_events + 1).subquery()),
             {"since": since, "user_id": user_id},
         )
         return (missed or 0) <= max_events
 
 
-async def partners_of(session: AsyncSession, user_id: str) -> dict[str, str]:
+def partners_of(session: Session, user_id: str) -> dict[str, str]:
     """conversation id -> the other member, for every conversation of `user_id`."""
-    async with session.begin():
-        rows = await session.execute(
+    with reading(session):
+        rows = session.execute(
             select(Conversation.id, Conversation.initiator_id, Conversation.recipient_id).where(
                 or_(Conversation.initiator_id == user_id, Conversation.recipient_id == user_id)
             )
@@ -118,24 +91,24 @@ async def partners_of(session: AsyncSession, user_id: str) -> dict[str, str]:
         return {row.id: row.recipient_id if row.initiator_id == user_id else row.initiator_id for row in rows}
 
 
-async def require_shared_conversation(session: AsyncSession, viewer_id: str, user_id: str) -> None:
+def require_shared_conversation(session: Session, viewer_id: str, user_id: str) -> None:
     """Presence is visible only between people who share a conversation; to anyone else the user
     does not exist."""
     if user_id == viewer_id:
         return
-    async with session.begin():
-        found = is_valid_id(user_id) and await session.scalar(
+    with reading(session):
+        found = is_valid_id(user_id) and session.scalar(
             select(Conversation.id).where(Conversation.pair_key == Conversation.pair_key_for(viewer_id, user_id))
         )
     if not found:
         raise NotFound("no such user", details={"user_id": user_id})
 
 
-async def partner_in(session: AsyncSession, user_id: str, conversation_id: str) -> str | None:
+def partner_in(session: Session, user_id: str, conversation_id: str) -> str | None:
     """The other member of `conversation_id` if `user_id` is a member, else None."""
-    async with session.begin():
+    with reading(session):
         row = (
-            await session.execute(
+            session.execute(
                 select(Conversation.initiator_id, Conversation.recipient_id).where(Conversation.id == conversation_id)
             )
         ).first()

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, and_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from parley.models import Attachment, Message, User
 from parley.schemas import AttachmentOut, MessageOut, UserSummary
@@ -59,12 +59,12 @@ def message_view(
     )
 
 
-async def attachments_of(session: AsyncSession, message_ids: Sequence[str]) -> dict[str, list[AttachmentOut]]:
+def attachments_of(session: Session, message_ids: Sequence[str]) -> dict[str, list[AttachmentOut]]:
     """Attachments of several messages, in the order they were attached, keyed by message id."""
     if not message_ids:
         return {}
     found: dict[str, list[AttachmentOut]] = {}
-    rows = await session.execute(
+    rows = session.execute(
         select(*ATTACHMENT_VIEW_COLUMNS).where(Attachment.message_id.in_(message_ids)).order_by(Attachment.id)
     )
     for row in rows:
@@ -72,8 +72,8 @@ async def attachments_of(session: AsyncSession, message_ids: Sequence[str]) -> d
     return found
 
 
-async def user_summaries(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, UserSummary]:
-    rows = await session.execute(
+def user_summaries(session: Session, user_ids: Sequence[str]) -> dict[str, UserSummary]:
+    rows = session.execute(
         select(User.id, User.username, User.name, User.avatar_url).where(User.id.in_(user_ids))
     )
     return {
@@ -82,19 +82,19 @@ async def user_summaries(session: AsyncSession, user_ids: Sequence[str]) -> dict
     }
 
 
-async def describe_message_rows(
-    session: AsyncSession, rows: Sequence[Row[Any]], members: Mapping[str, UserSummary]
+def describe_message_rows(
+    session: Session, rows: Sequence[Row[Any]], members: Mapping[str, UserSummary]
 ) -> list[MessageOut]:
     """Message rows of one conversation as MessageOut; `members` maps its two member ids to their
     summaries."""
-    attachments = await attachments_of(session, [row.id for row in rows])
+    attachments = attachments_of(session, [row.id for row in rows])
     return [message_view(row, members[row.sender_id], attachments.get(row.id, [])) for row in rows]
 
 
-async def describe_message(session: AsyncSession, message_id: str) -> MessageOut | None:
+def describe_message(session: Session, message_id: str) -> MessageOut | None:
     """One message by id, with its sender looked up (for the rare paths that start from an id)."""
-    row = (await session.execute(select(*MESSAGE_COLUMNS).where(Message.id == message_id))).first()
+    row = (session.execute(select(*MESSAGE_COLUMNS).where(Message.id == message_id))).first()
     if row is None:
         return None
-    members = await user_summaries(session, [row.sender_id])
-    return (await describe_message_rows(session, [row], members))[0]
+    members = user_summaries(session, [row.sender_id])
+    return (describe_message_rows(session, [row], members))[0]

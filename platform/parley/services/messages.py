@@ -7,16 +7,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Integer, Select, String, bindparam, case, insert, or_, select, update
+from sqlalchemy import Integer, Select, String, bindparam, case, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from parley.config import Settings
-from parley.db import write_transaction
+from parley.db import reading, transaction
 from parley.errors import Conflict, Forbidden, Invalid, NotFound
 from parley.events import EventType, MessageCreated, MessageDeleted
 from parley.ids import is_valid_id, new_id
-from parley.models import Attachment, AttachmentKind, Conversation, Message, MessageSource, User, utcnow
+from parley.models import Attachment, AttachmentKind, Conversation, Message, MessageSource, User, UTCDateTime, utcnow
 from parley.schemas import AttachmentOut, MessageOut
 from parley.services.attachments import claim_uploads, forget_message_uploads
 from parley.services.conversations import get_member_conversation
@@ -72,51 +72,44 @@ def check_draft(draft: MessageDraft, settings: Settings) -> None:
         raise field_error("attachments", f"at most {MAX_ATTACHMENTS} attachments per message")
 
 
-async def send_message(
-    session: AsyncSession, settings: Settings, sender: User, conversation_id: str, draft: MessageDraft
+def send_message(
+    session: Session, settings: Settings, sender: User, conversation_id: str, draft: MessageDraft
 ) -> tuple[MessageOut, bool]:
-    """Send `draft` into a conversation the sender belongs to. Returns (message, created): a
-    repeated `client_id` returns the message first sent with it and creates nothing."""
+    """Send `draft` into a conversation the sender belongs to, as the API, a worker or a consumer
+    would: the message, its attachments and `message.created` are written in one transaction (the
+    caller's, if one is open). Returns (message, created): a repeated `client_id` returns the
+    message first sent with it and creates nothing."""
     check_draft(draft, settings)
-    try:
-        async with write_transaction(session):
-            if draft.client_id is not None:
-                original = await _replay(session, sender.id, conversation_id, draft)
-                if original is not None:
-                    return original, False
-            return await write_message(session, conversation_id, sender, draft), True
-    except IntegrityError:
+    with transaction(session):
         if draft.client_id is None:
-            raise
-        # Two sends with one client_id raced and the other committed first: answer with its message.
-        async with session.begin():
-            original = await _replay(session, sender.id, conversation_id, draft)
-        if original is None:
-            raise
-        return original, False
+            return _write_message(session, conversation_id, sender, draft), True
+        original = _replay(session, sender.id, conversation_id, draft)
+        if original is not None:
+            return original, False
+        try:
+            # A savepoint: losing a race with a concurrent send of the same client_id leaves the
+            # transaction usable, to answer with the message that won.
+            with session.begin_nested():
+                return _write_message(session, conversation_id, sender, draft), True
+        except IntegrityError:
+            original = _replay(session, sender.id, conversation_id, draft)
+            if original is None:
+                raise
+            return original, False
 
 
-async def write_message(session: AsyncSession, conversation_id: str, sender: User, draft: MessageDraft) -> MessageOut:
-    """In the caller's transaction: bump the conversation's activity (which also proves the sender
-    is a member, and locks the row so one conversation's sends queue), insert the message and its
-    attachments, and record `message.created`. The draft is already checked."""
+def _write_message(session: Session, conversation_id: str, sender: User, draft: MessageDraft) -> MessageOut:
+    """Bump the conversation's activity (which also proves the sender is a member, and locks the
+    row so one conversation's sends queue), insert the message and its attachments, and record
+    `message.created` for both members. The draft is already checked."""
     not_found = NotFound("no such conversation", details={"conversation_id": conversation_id})
     if not is_valid_id(conversation_id):
         raise not_found
     now = utcnow()
-    bumped = (
-        await session.execute(
-            update(Conversation)
-            .where(
-                Conversation.id == conversation_id,
-                or_(Conversation.initiator_id == sender.id, Conversation.recipient_id == sender.id),
-            )
-            .values(updated_at=case((Conversation.updated_at < now, now), else_=Conversation.updated_at))
-            .returning(Conversation.id)
-            .execution_options(synchronize_session=False)
-        )
-    ).first()
-    if bumped is None:
+    connection = session.connection()
+    bump = {"conversation_id": conversation_id, "sender_id": sender.id, "now": now}
+    members = connection.execute(_BUMP_CONVERSATION, bump).first()
+    if members is None:
         raise not_found
     values = {
         "id": new_id(),
@@ -130,16 +123,38 @@ async def write_message(session: AsyncSession, conversation_id: str, sender: Use
         "client_id": draft.client_id,
         "source": draft.source,
     }
-    await session.execute(insert(Message).values(values))
+    connection.execute(_INSERT_MESSAGE, values)
     attachments = [_attachment_row(values["id"], a) for a in draft.attachments]
     if attachments:
-        await session.execute(insert(Attachment), attachments)
+        connection.execute(_INSERT_ATTACHMENT, attachments)
     shown = [AttachmentOut(**a) for a in attachments]
-    shown += await claim_uploads(session, sender, values["id"], draft.attachment_ids)
+    if draft.attachment_ids:
+        shown += claim_uploads(session, sender, values["id"], draft.attachment_ids)
     shown.sort(key=lambda a: a.id)  # the order history shows them in
     view = message_view(values, summary_of(sender), shown)
-    await record_event(session, EventType.MESSAGE_CREATED, MessageCreated(message=view), conversation_id=conversation_id)
+    record_event(
+        session, EventType.MESSAGE_CREATED, MessageCreated(message=view), conversation_id=conversation_id, audience=members
+    )
     return view
+
+
+# Built once, and run on the connection (Core, not the ORM): this is the send path.
+_conversations = Conversation.__table__
+_NOW = bindparam("now", type_=UTCDateTime())
+_BUMP_CONVERSATION = (
+    _conversations.update()
+    .where(
+        _conversations.c.id == bindparam("conversation_id", type_=String()),
+        or_(
+            _conversations.c.initiator_id == bindparam("sender_id", type_=String()),
+            _conversations.c.recipient_id == bindparam("sender_id", type_=String()),
+        ),
+    )
+    .values(updated_at=case((_conversations.c.updated_at < _NOW, _NOW), else_=_conversations.c.updated_at))
+    .returning(_conversations.c.initiator_id, _conversations.c.recipient_id)
+)
+_INSERT_MESSAGE = Message.__table__.insert()
+_INSERT_ATTACHMENT = Attachment.__table__.insert()
 
 
 def _attachment_row(message_id: str, draft: AttachmentDraft) -> dict[str, Any]:
@@ -169,15 +184,15 @@ def attachment_kind(content_type: str) -> AttachmentKind:
     return AttachmentKind.DOCUMENT
 
 
-async def _replay(session: AsyncSession, sender_id: str, conversation_id: str, draft: MessageDraft) -> MessageOut | None:
+def _replay(session: Session, sender_id: str, conversation_id: str, draft: MessageDraft) -> MessageOut | None:
     """The message first sent with this client_id, if any. Reusing a client_id for a different
     message (another conversation, other content) is a conflict, not a replay."""
-    original_id = await session.scalar(
+    original_id = session.scalar(
         select(Message.id).where(Message.sender_id == sender_id, Message.client_id == draft.client_id)
     )
     if original_id is None:
         return None
-    original = await describe_message(session, original_id)
+    original = describe_message(session, original_id)
     assert original is not None
     same_request = original.conversation_id == conversation_id and (
         original.deleted_at is not None or original.content == draft.content
@@ -214,8 +229,8 @@ class HistoryPage:
     has_more: bool
 
 
-async def list_history(
-    session: AsyncSession,
+def list_history(
+    session: Session,
     viewer: User,
     conversation_id: str,
     *,
@@ -231,8 +246,8 @@ async def list_history(
         if value is not None and not is_valid_id(value):
             raise field_error(name, "must be a message id")
     limit = max(1, min(limit, HISTORY_MAX_LIMIT))
-    async with session.begin():
-        conversation = await get_member_conversation(session, conversation_id, viewer.id)
+    with reading(session):
+        conversation = get_member_conversation(session, conversation_id, viewer.id)
         if after is not None:
             query, bound = _HISTORY_FORWARD, after
         elif before is not None:
@@ -240,28 +255,28 @@ async def list_history(
         else:
             query, bound = _HISTORY_LATEST, None
         params = {"conversation_id": conversation_id, "bound": bound, "limit": limit + 1}
-        rows = list((await session.execute(query, params)).all())
+        rows = list((session.execute(query, params)).all())
         page = rows[:limit]
         if after is None:
             page.reverse()
         other_id = conversation.other_member_id(viewer.id)
         members = {viewer.id: summary_of(viewer)}
         if any(row.sender_id == other_id for row in page):
-            members.update(await user_summaries(session, [other_id]))
-        items = await describe_message_rows(session, page, members)
+            members.update(user_summaries(session, [other_id]))
+        items = describe_message_rows(session, page, members)
     return HistoryPage(items=items, has_more=len(rows) > limit)
 
 
-async def delete_message(session: AsyncSession, actor: User, message_id: str) -> MessageOut:
+def delete_message(session: Session, actor: User, message_id: str) -> MessageOut:
     """Replace a message's content with a notice and remove its attachments, for both members and
     for good. Only the sender may; deleting again changes nothing and records no event."""
-    async with write_transaction(session):
+    with transaction(session):
         message = (
-            await session.scalar(select(Message).where(Message.id == message_id).with_for_update())
+            session.scalar(select(Message).where(Message.id == message_id).with_for_update())
             if is_valid_id(message_id)
             else None
         )
-        conversation = await session.get(Conversation, message.conversation_id) if message is not None else None
+        conversation = session.get(Conversation, message.conversation_id) if message is not None else None
         if message is None or conversation is None or not conversation.has_member(actor.id):
             raise NotFound("no such message", details={"message_id": message_id})
         if message.sender_id != actor.id:
@@ -271,11 +286,15 @@ async def delete_message(session: AsyncSession, actor: User, message_id: str) ->
             message.content = DELETED_CONTENT
             message.deleted_at = now
             message.updated_at = now
-            await forget_message_uploads(session, message)
-            await session.flush()
+            forget_message_uploads(session, message)
+            session.flush()
             view = message_view(_row_of(message), summary_of(actor), [])
-            await record_event(
-                session, EventType.MESSAGE_DELETED, MessageDeleted(message=view), conversation_id=message.conversation_id
+            record_event(
+                session,
+                EventType.MESSAGE_DELETED,
+                MessageDeleted(message=view),
+                conversation_id=message.conversation_id,
+                audience=conversation.member_ids,
             )
         else:
             view = message_view(_row_of(message), summary_of(actor), [])

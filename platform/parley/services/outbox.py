@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import BaseModel
-from sqlalchemy import Insert, insert, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
+from parley.db import note_events_recorded
 from parley.events import PAYLOADS, EventType
 from parley.models import Event
 
@@ -18,47 +20,35 @@ from parley.models import Event
 # only the short tail of event-writing transactions (insert to commit), so record events last.
 # SQLite needs nothing: its write transactions are already serial (BEGIN IMMEDIATE).
 EVENT_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(7310582945120001)")
+_INSERT_EVENT = insert(Event)
 
 
-def _event_insert(
-    event_type: EventType, payload: BaseModel, conversation_id: str | None, user_id: str | None
-) -> Insert:
-    if not isinstance(payload, PAYLOADS[event_type]):
-        raise TypeError(f"{event_type} takes {PAYLOADS[event_type].__name__}, not {type(payload).__name__}")
-    return insert(Event).values(
-        type=event_type.value, conversation_id=conversation_id, user_id=user_id, payload=payload.model_dump(mode="json")
-    )
-
-
-async def record_event(
-    session: AsyncSession,
-    event_type: EventType,
-    payload: BaseModel,
-    *,
-    conversation_id: str | None,
-    user_id: str | None = None,
-) -> None:
-    """Add an event row to the current transaction: it commits, or rolls back, with the change.
-    An event of a conversation concerns its members; one of no conversation may name the one user
-    it concerns instead (`user_id`)."""
-    statement = _event_insert(event_type, payload, conversation_id, user_id)
-    connection = await session.connection()
-    if connection.dialect.name == "postgresql":
-        await connection.execute(EVENT_ORDER_LOCK)
-    await session.execute(statement)
-
-
-def record_event_sync(
+def record_event(
     session: Session,
     event_type: EventType,
     payload: BaseModel,
     *,
     conversation_id: str | None,
-    user_id: str | None = None,
+    audience: Iterable[str],
 ) -> None:
-    """record_event for a worker's synchronous session."""
-    statement = _event_insert(event_type, payload, conversation_id, user_id)
+    """Add an event row to the current transaction: it commits, or rolls back, with the change.
+    `audience` names the users the event concerns (a conversation's members, an upload's owner);
+    realtime, replay, webhooks and consumers go by it. After commit, the session's "events
+    committed" hook wakes whoever follows the outbox."""
+    if not isinstance(payload, PAYLOADS[event_type]):
+        raise TypeError(
+            f"{event_type} takes {PAYLOADS[event_type].__name__}, not {type(payload).__name__}"
+        )
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(EVENT_ORDER_LOCK)
-    session.execute(statement)
+    connection.execute(
+        _INSERT_EVENT,
+        {
+            "type": event_type.value,
+            "conversation_id": conversation_id,
+            "audience": sorted(set(audience)),
+            "payload": payload.model_dump(mode="json"),
+        },
+    )
+    note_events_recorded(session)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from parley.db import write_transaction
+from parley.db import transaction
 from parley.errors import Conflict, NotFound
 from parley.ids import is_valid_id
 from parley.models import EmailDigest, User, UserKind
@@ -33,10 +33,10 @@ class NewUser:
     kind: UserKind = UserKind.USER
 
 
-async def create_user(session: AsyncSession, new_user: NewUser) -> User:
+def create_user(session: Session, new_user: NewUser) -> User:
     taken = Conflict(f"username {new_user.username!r} is taken", code="username_taken")
-    async with write_transaction(session):
-        if await _find_by_username(session, new_user.username) is not None:
+    with transaction(session):
+        if _find_by_username(session, new_user.username) is not None:
             raise taken
         user = User(
             username=new_user.username,
@@ -47,28 +47,28 @@ async def create_user(session: AsyncSession, new_user: NewUser) -> User:
         )
         session.add(user)
         try:
-            await session.flush()
+            session.flush()
         except IntegrityError:
             raise taken from None
     return user
 
 
-async def get_user(session: AsyncSession, user_id: str) -> User:
-    user = await session.get(User, user_id) if is_valid_id(user_id) else None
+def get_user(session: Session, user_id: str) -> User:
+    user = session.get(User, user_id) if is_valid_id(user_id) else None
     if user is None:
         raise NotFound("no such user", details={"user_id": user_id})
     return user
 
 
-async def get_user_by_username(session: AsyncSession, username: str) -> User:
-    user = await _find_by_username(session, username) if is_valid_username(username) else None
+def get_user_by_username(session: Session, username: str) -> User:
+    user = _find_by_username(session, username) if is_valid_username(username) else None
     if user is None:
         raise NotFound("no such user", details={"username": username})
     return user
 
 
-async def _find_by_username(session: AsyncSession, username: str) -> User | None:
-    result = await session.execute(select(User).where(func.lower(User.username) == username.lower()))
+def _find_by_username(session: Session, username: str) -> User | None:
+    result = session.execute(select(User).where(func.lower(User.username) == username.lower()))
     return result.scalar_one_or_none()
 
 
@@ -79,11 +79,11 @@ class NotificationSettingsChange:
     email_digest: EmailDigest | None = None
 
 
-async def update_notification_settings(
-    session: AsyncSession, user_id: str, change: NotificationSettingsChange
+def update_notification_settings(
+    session: Session, user_id: str, change: NotificationSettingsChange
 ) -> User:
-    async with write_transaction(session):
-        user = await get_user(session, user_id)
+    with transaction(session):
+        user = get_user(session, user_id)
         if change.inbox_notifications is not None:
             user.inbox_notifications = change.inbox_notifications
         if change.order_updates_notifications is not None:

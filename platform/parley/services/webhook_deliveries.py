@@ -21,11 +21,10 @@ from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from parley.config import Settings
-from parley.db import sync_write_transaction
+from parley.db import transaction
 from parley.events import EndpointDisabled, EventType
 from parley.ids import new_id
 from parley.models import (
-    Conversation,
     DeliveryStatus,
     Event,
     WebhookAttempt,
@@ -34,7 +33,7 @@ from parley.models import (
     utcnow,
 )
 from parley.secret_box import SecretUnreadable, secret_box
-from parley.services.outbox import record_event_sync
+from parley.services.outbox import record_event
 from parley.services.webhook_matching import EventFacts, delivery_rows, schedule_statement
 
 log = logging.getLogger("parley.webhooks")
@@ -88,23 +87,16 @@ class AttemptResult:
 # --- fan-out ------------------------------------------------------------------------------------
 
 
-def fan_out(session: Session, event_id: int, event_type: str, conversation_id: str | None, payload: dict[str, Any]) -> int:
+def fan_out(session: Session, event: EventFacts) -> int:
     """In the caller's transaction (the fan-out consumer's receipt): one pending delivery per
     enabled endpoint that wants the event, at most one per endpoint and event. Returns how many."""
-    members: frozenset[str] = frozenset()
-    if conversation_id is not None:
-        row = session.execute(
-            select(Conversation.initiator_id, Conversation.recipient_id).where(Conversation.id == conversation_id)
-        ).first()
-        members = frozenset(row) if row is not None else frozenset()
     # Narrow down in SQL to the endpoints that can want the event; `wants` has the last word.
     query = select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))
-    if event_type == EventType.WEBHOOK_TEST:
-        query = query.where(WebhookEndpoint.id == str(payload.get("endpoint_id")))
+    if event.type == EventType.WEBHOOK_TEST:
+        query = query.where(WebhookEndpoint.id == str(event.payload.get("endpoint_id")))
     else:
-        owners = members | {str(payload.get("owner_id"))}  # endpoint.disabled: the owner's other endpoints
-        query = query.where(WebhookEndpoint.owner_id.is_(None) | WebhookEndpoint.owner_id.in_(owners))
-    rows = delivery_rows(session.scalars(query), EventFacts(event_id, event_type, payload, members), utcnow())
+        query = query.where(WebhookEndpoint.owner_id.is_(None) | WebhookEndpoint.owner_id.in_(event.audience))
+    rows = delivery_rows(session.scalars(query), event, utcnow())
     if rows:
         session.execute(schedule_statement(session.get_bind().dialect.name, again=False), rows)
     return len(rows)
@@ -126,7 +118,7 @@ def claim_due(sessions: sessionmaker[Session], settings: Settings, limit: int) -
             picked = session.scalars(pick).all()
             if not picked:
                 return Claim([], _next_due(session, now))
-        with sync_write_transaction(session):
+        with transaction(session):
             # The lock below re-checks that each picked delivery is still due and unclaimed.
             deliveries = _claim(session, settings, picked, now)
             if len(deliveries) == limit:
@@ -271,7 +263,7 @@ def record_attempts(sessions: sessionmaker[Session], settings: Settings, results
     if not results:
         return
     deliveries_table = cast(Table, WebhookDelivery.__table__)
-    with sessions() as session, sync_write_transaction(session):
+    with sessions() as session, transaction(session):
         now = utcnow()
         session.execute(insert(cast(Table, WebhookAttempt.__table__)), [_attempt_row(r) for r in results])
         successes = [r for r in results if r.succeeded]
@@ -374,10 +366,11 @@ def disable_endpoint(session: Session, endpoint: WebhookEndpoint, reason: str) -
     endpoint.enabled = False
     endpoint.disabled_reason = reason
     endpoint.updated_at = utcnow()
-    record_event_sync(
+    record_event(
         session,
         EventType.ENDPOINT_DISABLED,
         EndpointDisabled(endpoint_id=endpoint.id, owner_id=endpoint.owner_id, url=endpoint.url, reason=reason),
         conversation_id=None,
+        audience=[endpoint.owner_id] if endpoint.owner_id is not None else [],
     )
     log.warning("webhooks.endpoint_disabled", extra={"endpoint_id": endpoint.id, "reason": reason})

@@ -27,7 +27,7 @@ class EventFacts:
     id: int
     type: str
     payload: Mapping[str, Any]
-    members: frozenset[str]  # the conversation's two users; empty for events of no conversation
+    audience: frozenset[str]  # the users the event concerns (events.audience)
 
 
 def subscribes(endpoint: WebhookEndpoint, event_type: str) -> bool:
@@ -37,16 +37,13 @@ def subscribes(endpoint: WebhookEndpoint, event_type: str) -> bool:
 def wants(endpoint: WebhookEndpoint, event: EventFacts) -> bool:
     """The admin's endpoints see every conversation; a user's or bot's endpoint sees the
     conversations its owner is in. A test event goes to its own endpoint alone, whatever it
-    subscribed to; endpoint.disabled goes to the disabled endpoint owner's other endpoints."""
+    subscribed to; endpoint.disabled goes to the disabled endpoint owner's other endpoints (its
+    audience is that owner)."""
     if event.type == EventType.WEBHOOK_TEST:
         return endpoint.id == event.payload.get("endpoint_id")
     if not subscribes(endpoint, event.type) or endpoint.id == event.payload.get("endpoint_id"):
         return False
-    if endpoint.owner_id is None:
-        return True
-    if event.type == EventType.ENDPOINT_DISABLED:
-        return endpoint.owner_id == event.payload.get("owner_id")
-    return endpoint.owner_id in event.members
+    return endpoint.owner_id is None or endpoint.owner_id in event.audience
 
 
 def delivery_rows(endpoints: Iterable[WebhookEndpoint], event: EventFacts, now: datetime) -> list[dict[str, Any]]:

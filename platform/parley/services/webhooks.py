@@ -9,23 +9,22 @@ conversations it is in. Each sees and changes only its own endpoints: anyone els
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.orm import Session
 
 from parley.config import Settings
-from parley.db import write_transaction
+from parley.db import reading, transaction
 from parley.errors import Conflict, Invalid, NotFound
 from parley.events import PUBLIC_EVENT_TYPES, EventType, WebhookTest
 from parley.ids import is_valid_id
 from parley.models import (
-    Conversation,
+    audience_includes,
     Event,
     WebhookAttempt,
     WebhookDelivery,
@@ -43,12 +42,6 @@ MAX_ENDPOINTS_PER_OWNER = 100
 DELIVERIES_DEFAULT_LIMIT = 50
 DELIVERIES_MAX_LIMIT = 200
 REPLAY_MAX_EVENTS = 10_000
-
-# Raises parley.errors.Invalid (code url_not_allowed) for a URL Parley must not call. Blocking (it
-# resolves the host), so it runs in a thread. The webhooks package provides it; services take it
-# as an argument rather than import an adapter.
-UrlGuard = Callable[[str], None]
-
 
 @dataclass(frozen=True)
 class EndpointDraft:
@@ -94,14 +87,13 @@ def check_event_types(event_types: Sequence[str]) -> tuple[str, ...]:
     return (ALL_EVENTS,) if ALL_EVENTS in event_types else tuple(dict.fromkeys(event_types))
 
 
-async def create_endpoint(
-    session: AsyncSession, settings: Settings, owner_id: str | None, draft: EndpointDraft, url_guard: UrlGuard
-) -> EndpointWithSecret:
+def create_endpoint(session: Session, settings: Settings, owner_id: str | None, draft: EndpointDraft) -> EndpointWithSecret:
+    """`draft.url` has passed the SSRF guard (webhooks.ssrf.UrlGuard): the caller runs it, since it
+    resolves the host, which is network I/O."""
     event_types = check_event_types(draft.event_types)
-    await asyncio.to_thread(url_guard, draft.url)
     secret = new_signing_secret()
-    async with write_transaction(session):
-        owned = await session.scalars(select(WebhookEndpoint.id).where(_owned_by(owner_id)))
+    with transaction(session):
+        owned = session.scalars(select(WebhookEndpoint.id).where(_owned_by(owner_id)))
         if len(owned.all()) >= MAX_ENDPOINTS_PER_OWNER:
             raise Invalid(f"at most {MAX_ENDPOINTS_PER_OWNER} webhook endpoints each", code="too_many_webhooks")
         now = utcnow()
@@ -119,25 +111,22 @@ async def create_endpoint(
     return EndpointWithSecret(endpoint, secret)
 
 
-async def list_endpoints(session: AsyncSession, owner_id: str | None) -> list[WebhookEndpoint]:
-    async with session.begin():
-        result = await session.scalars(select(WebhookEndpoint).where(_owned_by(owner_id)).order_by(WebhookEndpoint.id))
+def list_endpoints(session: Session, owner_id: str | None) -> list[WebhookEndpoint]:
+    with reading(session):
+        result = session.scalars(select(WebhookEndpoint).where(_owned_by(owner_id)).order_by(WebhookEndpoint.id))
         return list(result)
 
 
-async def get_endpoint(session: AsyncSession, owner_id: str | None, endpoint_id: str) -> WebhookEndpoint:
-    async with session.begin():
-        return await _owned_endpoint(session, owner_id, endpoint_id)
+def get_endpoint(session: Session, owner_id: str | None, endpoint_id: str) -> WebhookEndpoint:
+    with reading(session):
+        return _owned_endpoint(session, owner_id, endpoint_id)
 
 
-async def update_endpoint(
-    session: AsyncSession, owner_id: str | None, endpoint_id: str, change: EndpointChange, url_guard: UrlGuard
-) -> WebhookEndpoint:
+def update_endpoint(session: Session, owner_id: str | None, endpoint_id: str, change: EndpointChange) -> WebhookEndpoint:
+    """A new `change.url` has passed the SSRF guard (see create_endpoint)."""
     event_types = check_event_types(change.event_types) if change.event_types is not None else None
-    if change.url is not None:
-        await asyncio.to_thread(url_guard, change.url)
-    async with write_transaction(session):
-        endpoint = await _owned_endpoint(session, owner_id, endpoint_id)
+    with transaction(session):
+        endpoint = _owned_endpoint(session, owner_id, endpoint_id)
         if change.url is not None:
             endpoint.url = change.url
         if change.description is not None:
@@ -154,21 +143,21 @@ async def update_endpoint(
     return endpoint
 
 
-async def delete_endpoint(session: AsyncSession, owner_id: str | None, endpoint_id: str) -> None:
-    async with write_transaction(session):
-        endpoint = await _owned_endpoint(session, owner_id, endpoint_id)
-        await session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id))
+def delete_endpoint(session: Session, owner_id: str | None, endpoint_id: str) -> None:
+    with transaction(session):
+        endpoint = _owned_endpoint(session, owner_id, endpoint_id)
+        session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id))
 
 
-async def rotate_secret(
-    session: AsyncSession, settings: Settings, owner_id: str | None, endpoint_id: str
+def rotate_secret(
+    session: Session, settings: Settings, owner_id: str | None, endpoint_id: str
 ) -> EndpointWithSecret:
     """A new secret signs from now on; the current one keeps signing beside it for 24 hours so
     receivers can switch without losing a delivery. A second rotation within the overlap drops the
     oldest."""
     secret = new_signing_secret()
-    async with write_transaction(session):
-        endpoint = await _owned_endpoint(session, owner_id, endpoint_id)
+    with transaction(session):
+        endpoint = _owned_endpoint(session, owner_id, endpoint_id)
         now = utcnow()
         endpoint.previous_secret_encrypted = endpoint.secret_encrypted
         endpoint.previous_secret_expires_at = now + ROTATION_OVERLAP
@@ -177,28 +166,29 @@ async def rotate_secret(
     return EndpointWithSecret(endpoint, secret)
 
 
-async def send_test(session: AsyncSession, owner_id: str | None, endpoint_id: str) -> None:
-    async with write_transaction(session):
-        endpoint = await _enabled_endpoint(session, owner_id, endpoint_id)
-        await record_event(
+def send_test(session: Session, owner_id: str | None, endpoint_id: str) -> None:
+    with transaction(session):
+        endpoint = _enabled_endpoint(session, owner_id, endpoint_id)
+        record_event(
             session,
             EventType.WEBHOOK_TEST,
             WebhookTest(endpoint_id=endpoint.id, owner_id=endpoint.owner_id),
             conversation_id=None,
+            audience=owner_audience(endpoint.owner_id),
         )
 
 
-async def list_deliveries(
-    session: AsyncSession, owner_id: str | None, endpoint_id: str, *, before: str | None, limit: int
+def list_deliveries(
+    session: Session, owner_id: str | None, endpoint_id: str, *, before: str | None, limit: int
 ) -> list[DeliveryRecord]:
     """Newest first, `before` a delivery id pages back."""
-    async with session.begin():
-        endpoint = await _owned_endpoint(session, owner_id, endpoint_id)
+    with reading(session):
+        endpoint = _owned_endpoint(session, owner_id, endpoint_id)
         query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
         if before is not None:
             query = query.where(WebhookDelivery.id < before)
-        deliveries = list(await session.scalars(query.order_by(WebhookDelivery.id.desc()).limit(limit)))
-        attempts = await session.scalars(
+        deliveries = list(session.scalars(query.order_by(WebhookDelivery.id.desc()).limit(limit)))
+        attempts = session.scalars(
             select(WebhookAttempt)
             .where(WebhookAttempt.delivery_id.in_([d.id for d in deliveries]))
             .order_by(WebhookAttempt.id)
@@ -209,29 +199,29 @@ async def list_deliveries(
     return [DeliveryRecord(d, by_delivery[d.id]) for d in deliveries]
 
 
-async def retry_delivery(session: AsyncSession, owner_id: str | None, endpoint_id: str, delivery_id: str) -> WebhookDelivery:
+def retry_delivery(session: Session, owner_id: str | None, endpoint_id: str, delivery_id: str) -> WebhookDelivery:
     """Deliver again now, with a full set of attempts (the same webhook-id). One being delivered
     right now is left to finish."""
-    async with write_transaction(session):
-        endpoint = await _enabled_endpoint(session, owner_id, endpoint_id)
-        delivery = await session.get(WebhookDelivery, delivery_id) if is_valid_id(delivery_id) else None
+    with transaction(session):
+        endpoint = _enabled_endpoint(session, owner_id, endpoint_id)
+        delivery = session.get(WebhookDelivery, delivery_id) if is_valid_id(delivery_id) else None
         if delivery is None or delivery.endpoint_id != endpoint.id:
             raise NotFound("no such delivery", code="delivery_not_found", details={"delivery_id": delivery_id})
         now = utcnow()
         row = {"id": delivery.id, "endpoint_id": endpoint.id, "event_id": delivery.event_id,
                "event_type": delivery.event_type, "status": delivery.status, "due_at": now,
                "attempt_count": 0, "created_at": now, "updated_at": now}
-        await session.execute(schedule_statement(session.get_bind().dialect.name, again=True), [row])
-        await session.refresh(delivery)
+        session.execute(schedule_statement(session.get_bind().dialect.name, again=True), [row])
+        session.refresh(delivery)
     return delivery
 
 
-async def replay(session: AsyncSession, owner_id: str | None, endpoint_id: str, since: datetime) -> int:
+def replay(session: Session, owner_id: str | None, endpoint_id: str, since: datetime) -> int:
     """Send again every event since `since` that this endpoint takes (at most REPLAY_MAX_EVENTS,
     oldest first); events it never had are delivered for the first time. Test pings are not
     replayed. Returns how many."""
-    async with write_transaction(session):
-        endpoint = await _enabled_endpoint(session, owner_id, endpoint_id)
+    with transaction(session):
+        endpoint = _enabled_endpoint(session, owner_id, endpoint_id)
         query = (
             select(Event)
             .where(Event.created_at >= since, Event.type != EventType.WEBHOOK_TEST.value)
@@ -239,54 +229,40 @@ async def replay(session: AsyncSession, owner_id: str | None, endpoint_id: str, 
             .limit(REPLAY_MAX_EVENTS)
         )
         if owner_id is not None:
-            # Only the owner's conversations, and events of no conversation (tests, endpoint.disabled).
-            mine = select(Conversation.id).where(
-                or_(Conversation.initiator_id == owner_id, Conversation.recipient_id == owner_id)
-            )
-            query = query.where(or_(Event.conversation_id.is_(None), Event.conversation_id.in_(mine)))
-        events = list(await session.scalars(query))
-        members = await _members_of(session, {e.conversation_id for e in events if e.conversation_id})
+            query = query.where(audience_includes(owner_id))  # what concerned the owner
         now = utcnow()
         rows = [
             row
-            for event in events
+            for event in session.scalars(query)
             for row in delivery_rows(
-                [endpoint],
-                EventFacts(event.id, event.type, event.payload, members.get(event.conversation_id or "", frozenset())),
-                now,
+                [endpoint], EventFacts(event.id, event.type, event.payload, frozenset(event.audience)), now
             )
         ]
         if rows:
-            await session.execute(schedule_statement(session.get_bind().dialect.name, again=True), rows)
+            session.execute(schedule_statement(session.get_bind().dialect.name, again=True), rows)
     return len(rows)
 
 
-async def _members_of(session: AsyncSession, conversation_ids: set[str]) -> dict[str, frozenset[str]]:
-    if not conversation_ids:
-        return {}
-    rows = await session.execute(
-        select(Conversation.id, Conversation.initiator_id, Conversation.recipient_id).where(
-            Conversation.id.in_(conversation_ids)
-        )
-    )
-    return {row.id: frozenset((row.initiator_id, row.recipient_id)) for row in rows}
+def owner_audience(owner_id: str | None) -> list[str]:
+    """An endpoint's events concern its owner; the admin (None) is nobody's user."""
+    return [owner_id] if owner_id is not None else []
 
 
 def _owned_by(owner_id: str | None) -> ColumnElement[bool]:
     return WebhookEndpoint.owner_id.is_(None) if owner_id is None else WebhookEndpoint.owner_id == owner_id
 
 
-async def _owned_endpoint(session: AsyncSession, owner_id: str | None, endpoint_id: str) -> WebhookEndpoint:
-    endpoint = await session.get(WebhookEndpoint, endpoint_id) if is_valid_id(endpoint_id) else None
+def _owned_endpoint(session: Session, owner_id: str | None, endpoint_id: str) -> WebhookEndpoint:
+    endpoint = session.get(WebhookEndpoint, endpoint_id) if is_valid_id(endpoint_id) else None
     if endpoint is None or endpoint.owner_id != owner_id:
         raise NotFound("no such webhook", code="webhook_not_found", details={"webhook_id": endpoint_id})
     return endpoint
 
 
-async def _enabled_endpoint(session: AsyncSession, owner_id: str | None, endpoint_id: str) -> WebhookEndpoint:
+def _enabled_endpoint(session: Session, owner_id: str | None, endpoint_id: str) -> WebhookEndpoint:
     """For sending now (test, retry, replay): nothing goes to a disabled endpoint, so say so rather
     than accept work that would wait until someone enables it."""
-    endpoint = await _owned_endpoint(session, owner_id, endpoint_id)
+    endpoint = _owned_endpoint(session, owner_id, endpoint_id)
     if not endpoint.enabled:
         raise Conflict(
             "the webhook is disabled; enable it first",

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from parley.db import write_transaction
+from parley.db import transaction
 from parley.models import WsTicket, utcnow
 from parley.services.tokens import hash_token
 
@@ -24,25 +24,25 @@ class IssuedTicket:
     expires_at: datetime
 
 
-async def issue_ticket(session: AsyncSession, user_id: str, lifetime_seconds: int) -> IssuedTicket:
+def issue_ticket(session: Session, user_id: str, lifetime_seconds: int) -> IssuedTicket:
     ticket = TICKET_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     expires_at = now + timedelta(seconds=lifetime_seconds)
-    async with write_transaction(session):
+    with transaction(session):
         # Tickets live a minute; clearing the dead ones here keeps the table tiny without a job.
-        await session.execute(delete(WsTicket).where(WsTicket.expires_at < now))
+        session.execute(delete(WsTicket).where(WsTicket.expires_at < now))
         session.add(WsTicket(ticket_hash=hash_token(ticket), user_id=user_id, expires_at=expires_at))
     return IssuedTicket(ticket=ticket, expires_at=expires_at)
 
 
-async def redeem_ticket(session: AsyncSession, ticket: str) -> str | None:
+def redeem_ticket(session: Session, ticket: str) -> str | None:
     """The user id the ticket was issued to, or None if it is unknown, expired or already used.
     One UPDATE both checks and spends it, so two connections racing with one ticket cannot both win."""
     if not ticket.startswith(TICKET_PREFIX) or len(ticket) > 100:
         return None
     now = utcnow()
-    async with write_transaction(session):
-        return await session.scalar(
+    with transaction(session):
+        return session.scalar(
             update(WsTicket)
             .where(WsTicket.ticket_hash == hash_token(ticket), WsTicket.used_at.is_(None), WsTicket.expires_at > now)
             .values(used_at=now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -11,12 +12,14 @@ from integrations.media.sniffing import sniff
 from parley.api.auth import current_user
 from parley.api.endpoints import EndpointTable, parse_query, respond
 from parley.api.errors import ApiError
-from parley.api.keys import SESSIONS, SETTINGS, STORAGE
+from parley.api.keys import SETTINGS, STORAGE
+from parley.api.service_calls import call
 from parley.api.schemas import ThumbnailQuery
 from parley.errors import TooLarge
+from parley.models import User
 from parley.schemas import UploadOut
 from parley.services import attachments
-from parley.services.storage import LocalFile, RedirectTo, StoredObjectMissing
+from parley.services.storage import LocalFile, RedirectTo, StorageUnavailable, StoredObjectMissing, attachment_prefix
 from parley.services.uploads import UploadStaging, staging_directory
 
 endpoints = EndpointTable(tag="attachments")
@@ -83,11 +86,29 @@ async def upload_attachment(request: web.Request) -> web.Response:
     except BaseException:
         await asyncio.to_thread(staging.discard)
         raise
-    async with request.app[SESSIONS]() as session:
-        view = await attachments.accept_upload(
-            session, request.app[STORAGE], user, staging, sniff(staging.head), part.filename
-        )
+    try:
+        sniffed = sniff(staging.head)
+        attachments.check_upload(sniffed, staging.size)
+        view = await _store_upload(request, user, staging, sniffed, part.filename)
+    finally:
+        await asyncio.to_thread(staging.discard)
     return respond(view, 201)
+
+
+async def _store_upload(
+    request: web.Request, user: User, staging: UploadStaging, sniffed: attachments.SniffedType, raw_name: str | None
+) -> UploadOut:
+    """Store the bytes, then record the upload. A failure leaves nothing behind: no row, and the
+    stored file removed (should storage fail again, the stray file is unreachable: no row names it)."""
+    storage = request.app[STORAGE]
+    attachment_id, key = attachments.new_upload_key()
+    await asyncio.to_thread(storage.store_file, key, staging.path, sniffed.content_type)
+    try:
+        return await call(request, attachments.record_upload, user, attachment_id, key, sniffed, staging.size, raw_name)
+    except BaseException:
+        with contextlib.suppress(StorageUnavailable):
+            await asyncio.to_thread(storage.delete_prefix, attachment_prefix(attachment_id))
+        raise
 
 
 @endpoints.route(
@@ -99,24 +120,29 @@ async def upload_attachment(request: web.Request) -> web.Response:
 )
 async def get_attachment(request: web.Request) -> web.Response:
     user = current_user(request)
-    async with request.app[SESSIONS]() as session:
-        view = await attachments.show_attachment(session, user, request.match_info["attachment_id"])
-    return respond(view)
+    return respond(await call(request, attachments.show_attachment, user, request.match_info["attachment_id"]))
 
 
-def _serve(serving: attachments.Serving) -> web.StreamResponse:
+async def _serve(request: web.Request, serving: attachments.Serving, attachment_id: str) -> web.StreamResponse:
+    storage = request.app[STORAGE]
+    try:
+        location = await asyncio.to_thread(
+            storage.locate, serving.key, content_type=serving.content_type, disposition=serving.disposition
+        )
+    except StoredObjectMissing:
+        raise _missing(attachment_id) from None
     headers = {
         "Content-Disposition": serving.disposition,
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "private, max-age=300",
     }
-    if isinstance(serving.location, RedirectTo):
+    if isinstance(location, RedirectTo):
         # Short-lived presigned URL: never cached longer than it lives.
         headers["Cache-Control"] = "private, no-store"
-        raise web.HTTPFound(serving.location.url, headers=headers)
-    assert isinstance(serving.location, LocalFile)
+        raise web.HTTPFound(location.url, headers=headers)
+    assert isinstance(location, LocalFile)
     # FileResponse streams from disk and answers Range requests (206, 416) itself.
-    return web.FileResponse(serving.location.path, headers={**headers, "Content-Type": serving.content_type})
+    return web.FileResponse(location.path, headers={**headers, "Content-Type": serving.content_type})
 
 
 def _missing(attachment_id: str) -> ApiError:
@@ -133,12 +159,8 @@ def _missing(attachment_id: str) -> ApiError:
 async def get_attachment_content(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     attachment_id = request.match_info["attachment_id"]
-    async with request.app[SESSIONS]() as session:
-        try:
-            serving = await attachments.serve_content(session, request.app[STORAGE], user, attachment_id)
-        except StoredObjectMissing:
-            raise _missing(attachment_id) from None
-    return _serve(serving)
+    serving = await call(request, attachments.serve_content, user, attachment_id)
+    return await _serve(request, serving, attachment_id)
 
 
 @endpoints.route(
@@ -153,9 +175,5 @@ async def get_attachment_thumbnail(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     query = parse_query(request, ThumbnailQuery)
     attachment_id = request.match_info["attachment_id"]
-    async with request.app[SESSIONS]() as session:
-        try:
-            serving = await attachments.serve_thumbnail(session, request.app[STORAGE], user, attachment_id, query.size)
-        except StoredObjectMissing:
-            raise _missing(attachment_id) from None
-    return _serve(serving)
+    serving = await call(request, attachments.serve_thumbnail, user, attachment_id, query.size)
+    return await _serve(request, serving, attachment_id)

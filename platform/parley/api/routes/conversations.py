@@ -6,7 +6,8 @@ from aiohttp import web
 
 from parley.api.auth import current_user
 from parley.api.endpoints import EndpointTable, parse_body, parse_query, respond
-from parley.api.keys import SESSIONS, SETTINGS
+from parley.api.service_calls import call
+from parley.api.keys import SETTINGS
 from parley.api.schemas import (
     CreateConversationBody,
     HistoryOut,
@@ -43,12 +44,9 @@ async def create_conversation(request: web.Request) -> web.Response:
     user = current_user(request)
     body = await parse_body(request, CreateConversationBody)
     first = _draft(body.message) if body.message is not None else None
-    async with request.app[SESSIONS]() as session:
-        result = await contact.contact_user(
-            session, request.app[SETTINGS], user, OtherUser(user_id=body.user_id, username=body.username), first
-        )
-        shown = await conversations.show_conversation(session, user, result.conversation.id)
-    return respond(shown, 201 if result.created else 200)
+    other = OtherUser(user_id=body.user_id, username=body.username)
+    shown, created = await call(request, contact.start_conversation, request.app[SETTINGS], user, other, first)
+    return respond(shown, 201 if created else 200)
 
 
 @endpoints.route(
@@ -58,8 +56,7 @@ async def create_conversation(request: web.Request) -> web.Response:
 async def list_inbox(request: web.Request) -> web.Response:
     user = current_user(request)
     query = parse_query(request, InboxQuery)
-    async with request.app[SESSIONS]() as session:
-        page = await conversations.list_inbox(session, user, cursor=query.cursor, limit=query.limit)
+    page = await call(request, conversations.list_inbox, user, cursor=query.cursor, limit=query.limit)
     return respond(InboxOut(items=page.items, next_cursor=page.next_cursor))
 
 
@@ -69,8 +66,7 @@ async def list_inbox(request: web.Request) -> web.Response:
 )
 async def get_conversation_with(request: web.Request) -> web.Response:
     user = current_user(request)
-    async with request.app[SESSIONS]() as session:
-        shown = await conversations.find_conversation_with(session, user, request.match_info["user_id"])
+    shown = await call(request, conversations.find_conversation_with, user, request.match_info["user_id"])
     return respond(shown)
 
 
@@ -80,8 +76,7 @@ async def get_conversation_with(request: web.Request) -> web.Response:
 )
 async def get_conversation(request: web.Request) -> web.Response:
     user = current_user(request)
-    async with request.app[SESSIONS]() as session:
-        shown = await conversations.show_conversation(session, user, request.match_info["conversation_id"])
+    shown = await call(request, conversations.show_conversation, user, request.match_info["conversation_id"])
     return respond(shown)
 
 
@@ -93,11 +88,10 @@ async def get_conversation(request: web.Request) -> web.Response:
 async def list_messages(request: web.Request) -> web.Response:
     user = current_user(request)
     query = parse_query(request, HistoryQuery)
-    async with request.app[SESSIONS]() as session:
-        page = await messages.list_history(
-            session, user, request.match_info["conversation_id"],
-            before=query.before, after=query.after, limit=query.limit,
-        )
+    page = await call(
+        request, messages.list_history, user, request.match_info["conversation_id"],
+        before=query.before, after=query.after, limit=query.limit,
+    )
     return respond(HistoryOut(items=page.items, has_more=page.has_more))
 
 
@@ -109,10 +103,10 @@ async def list_messages(request: web.Request) -> web.Response:
 async def send_message(request: web.Request) -> web.Response:
     user = current_user(request)
     body = await parse_body(request, SendMessageBody)
-    async with request.app[SESSIONS]() as session:
-        message, created = await messages.send_message(
-            session, request.app[SETTINGS], user, request.match_info["conversation_id"], _draft(body)
-        )
+    conversation_id = request.match_info["conversation_id"]
+    message, created = await call(
+        request, messages.send_message, request.app[SETTINGS], user, conversation_id, _draft(body)
+    )
     return respond(message, 201 if created else 200)
 
 
@@ -124,8 +118,7 @@ async def send_message(request: web.Request) -> web.Response:
 async def mark_read(request: web.Request) -> web.Response:
     user = current_user(request)
     body = await parse_body(request, MarkReadBody, optional=True)
-    async with request.app[SESSIONS]() as session:
-        state = await read_receipts.mark_read(session, user, request.match_info["conversation_id"], body.message_id)
+    state = await call(request, read_receipts.mark_read, user, request.match_info["conversation_id"], body.message_id)
     receipt = state.receipt
     return respond(
         ReadReceiptOut(
@@ -145,6 +138,5 @@ async def mark_read(request: web.Request) -> web.Response:
 )
 async def delete_message(request: web.Request) -> web.Response:
     user = current_user(request)
-    async with request.app[SESSIONS]() as session:
-        message = await messages.delete_message(session, user, request.match_info["message_id"])
+    message = await call(request, messages.delete_message, user, request.match_info["message_id"])
     return respond(message)

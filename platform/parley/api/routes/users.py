@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from parley.api.auth import current_principal, current_user, require_admin
+from parley.api.auth import credentials_changed, current_principal, current_user, require_admin
 from parley.api.endpoints import EndpointTable, parse_body, respond
-from parley.api.keys import SESSIONS
+from parley.api.service_calls import call
 from parley.api.schemas import CreateTokenBody, CreateUserBody, SettingsPatchBody, TokenCreatedOut
 from parley.schemas import NotificationSettingsOut, UserOut, UserPrivateOut
 from parley.services import tokens, users
@@ -21,8 +21,7 @@ endpoints = EndpointTable(tag="users")
 async def create_user(request: web.Request) -> web.Response:
     require_admin(request)
     body = await parse_body(request, CreateUserBody)
-    async with request.app[SESSIONS]() as session:
-        user = await users.create_user(session, users.NewUser(**body.model_dump()))
+    user = await call(request, users.create_user, users.NewUser(**body.model_dump()))
     return respond(UserPrivateOut.model_validate(user), 201)
 
 
@@ -32,8 +31,7 @@ async def create_user(request: web.Request) -> web.Response:
 )
 async def get_user(request: web.Request) -> web.Response:
     current_principal(request)
-    async with request.app[SESSIONS]() as session:
-        user = await users.get_user(session, request.match_info["user_id"])
+    user = await call(request, users.get_user, request.match_info["user_id"])
     return respond(UserOut.model_validate(user))
 
 
@@ -43,8 +41,7 @@ async def get_user(request: web.Request) -> web.Response:
 )
 async def get_user_by_username(request: web.Request) -> web.Response:
     current_principal(request)
-    async with request.app[SESSIONS]() as session:
-        user = await users.get_user_by_username(session, request.match_info["username"])
+    user = await call(request, users.get_user_by_username, request.match_info["username"])
     return respond(UserOut.model_validate(user))
 
 
@@ -58,8 +55,7 @@ async def get_me(request: web.Request) -> web.Response:
 )
 async def get_my_settings(request: web.Request) -> web.Response:
     user = current_user(request)
-    async with request.app[SESSIONS]() as session:
-        fresh = await users.get_user(session, user.id)
+    fresh = await call(request, users.get_user, user.id)
     return respond(NotificationSettingsOut.model_validate(fresh))
 
 
@@ -71,8 +67,7 @@ async def update_my_settings(request: web.Request) -> web.Response:
     user = current_user(request)
     body = await parse_body(request, SettingsPatchBody)
     change = users.NotificationSettingsChange(**body.model_dump(exclude_unset=True, exclude_none=True))
-    async with request.app[SESSIONS]() as session:
-        updated = await users.update_notification_settings(session, user.id, change)
+    updated = await call(request, users.update_notification_settings, user.id, change)
     return respond(NotificationSettingsOut.model_validate(updated))
 
 
@@ -83,8 +78,7 @@ async def update_my_settings(request: web.Request) -> web.Response:
 async def create_token(request: web.Request) -> web.Response:
     require_admin(request)
     body = await parse_body(request, CreateTokenBody, optional=True)
-    async with request.app[SESSIONS]() as session:
-        minted = await tokens.create_token(session, request.match_info["user_id"], body.name)
+    minted = await call(request, tokens.create_token, request.match_info["user_id"], body.name)
     created = TokenCreatedOut(
         id=minted.token.id,
         token=minted.secret,
@@ -104,6 +98,6 @@ async def create_token(request: web.Request) -> web.Response:
 async def revoke_token(request: web.Request) -> web.Response:
     principal = current_principal(request)
     actor_id = None if principal.is_admin else principal.user.id  # type: ignore[union-attr]
-    async with request.app[SESSIONS]() as session:
-        await tokens.revoke_token(session, request.match_info["token_id"], actor_id=actor_id)
+    holder_id = await call(request, tokens.revoke_token, request.match_info["token_id"], actor_id=actor_id)
+    await credentials_changed(request, holder_id)
     return web.Response(status=204)

@@ -4,11 +4,14 @@ own (the conversations it is in). Anyone else's endpoint is a 404."""
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from parley.api.auth import current_principal
 from parley.api.endpoints import EndpointTable, parse_body, parse_query, respond
-from parley.api.keys import SESSIONS, SETTINGS
+from parley.api.service_calls import call
+from parley.api.keys import SETTINGS
 from parley.api.webhook_schemas import (
     CreateWebhookBody,
     DeliveriesQuery,
@@ -51,8 +54,8 @@ async def create_webhook(request: web.Request) -> web.Response:
     body = await parse_body(request, CreateWebhookBody)
     settings = request.app[SETTINGS]
     draft = EndpointDraft(body.url, body.description, tuple(body.event_types), body.enabled)
-    async with request.app[SESSIONS]() as session:
-        created = await webhooks.create_endpoint(session, settings, owner, draft, UrlGuard(settings))
+    await asyncio.to_thread(UrlGuard(settings), draft.url)  # resolves the host: off the event loop
+    created = await call(request, webhooks.create_endpoint, settings, owner, draft)
     shown = WebhookCreatedOut(**WebhookOut.of(created.endpoint).model_dump(), secret=created.secret)
     return _secret_response(shown, 201)
 
@@ -63,8 +66,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 )
 async def list_webhooks(request: web.Request) -> web.Response:
     owner = _owner(request)
-    async with request.app[SESSIONS]() as session:
-        found = await webhooks.list_endpoints(session, owner)
+    found = await call(request, webhooks.list_endpoints, owner)
     return respond(WebhookListOut(items=[WebhookOut.of(e) for e in found]))
 
 
@@ -73,8 +75,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 )
 async def get_webhook(request: web.Request) -> web.Response:
     owner = _owner(request)
-    async with request.app[SESSIONS]() as session:
-        endpoint = await webhooks.get_endpoint(session, owner, request.match_info["webhook_id"])
+    endpoint = await call(request, webhooks.get_endpoint, owner, request.match_info["webhook_id"])
     return respond(WebhookOut.of(endpoint))
 
 
@@ -92,10 +93,9 @@ async def update_webhook(request: web.Request) -> web.Response:
         event_types=tuple(body.event_types) if body.event_types is not None else None,
         enabled=body.enabled,
     )
-    async with request.app[SESSIONS]() as session:
-        endpoint = await webhooks.update_endpoint(
-            session, owner, request.match_info["webhook_id"], change, UrlGuard(settings)
-        )
+    if change.url is not None:
+        await asyncio.to_thread(UrlGuard(settings), change.url)  # resolves the host: off the event loop
+    endpoint = await call(request, webhooks.update_endpoint, owner, request.match_info["webhook_id"], change)
     return respond(WebhookOut.of(endpoint))
 
 
@@ -105,8 +105,7 @@ async def update_webhook(request: web.Request) -> web.Response:
 )
 async def delete_webhook(request: web.Request) -> web.Response:
     owner = _owner(request)
-    async with request.app[SESSIONS]() as session:
-        await webhooks.delete_endpoint(session, owner, request.match_info["webhook_id"])
+    await call(request, webhooks.delete_endpoint, owner, request.match_info["webhook_id"])
     return web.Response(status=204)
 
 
@@ -117,8 +116,8 @@ async def delete_webhook(request: web.Request) -> web.Response:
 )
 async def rotate_webhook_secret(request: web.Request) -> web.Response:
     owner = _owner(request)
-    async with request.app[SESSIONS]() as session:
-        rotated = await webhooks.rotate_secret(session, request.app[SETTINGS], owner, request.match_info["webhook_id"])
+    webhook_id = request.match_info["webhook_id"]
+    rotated = await call(request, webhooks.rotate_secret, request.app[SETTINGS], owner, webhook_id)
     expires = rotated.endpoint.previous_secret_expires_at
     assert expires is not None
     return _secret_response(SecretRotatedOut(id=rotated.endpoint.id, secret=rotated.secret, previous_secret_expires_at=expires), 200)
@@ -130,8 +129,7 @@ async def rotate_webhook_secret(request: web.Request) -> web.Response:
 )
 async def test_webhook(request: web.Request) -> web.Response:
     owner = _owner(request)
-    async with request.app[SESSIONS]() as session:
-        await webhooks.send_test(session, owner, request.match_info["webhook_id"])
+    await call(request, webhooks.send_test, owner, request.match_info["webhook_id"])
     return respond(QueuedOut(queued=1), 202)
 
 
@@ -143,10 +141,9 @@ async def test_webhook(request: web.Request) -> web.Response:
 async def list_webhook_deliveries(request: web.Request) -> web.Response:
     owner = _owner(request)
     query = parse_query(request, DeliveriesQuery)
-    async with request.app[SESSIONS]() as session:
-        records = await webhooks.list_deliveries(
-            session, owner, request.match_info["webhook_id"], before=query.before, limit=query.limit
-        )
+    records = await call(
+        request, webhooks.list_deliveries, owner, request.match_info["webhook_id"], before=query.before, limit=query.limit
+    )
     return respond(DeliveryListOut(items=[DeliveryOut.of(r) for r in records]))
 
 
@@ -157,10 +154,9 @@ async def list_webhook_deliveries(request: web.Request) -> web.Response:
 )
 async def retry_webhook_delivery(request: web.Request) -> web.Response:
     owner = _owner(request)
-    async with request.app[SESSIONS]() as session:
-        delivery = await webhooks.retry_delivery(
-            session, owner, request.match_info["webhook_id"], request.match_info["delivery_id"]
-        )
+    delivery = await call(
+        request, webhooks.retry_delivery, owner, request.match_info["webhook_id"], request.match_info["delivery_id"]
+    )
     return respond(DeliveryOut.of(DeliveryRecord(delivery, [])), 202)
 
 
@@ -172,6 +168,5 @@ async def retry_webhook_delivery(request: web.Request) -> web.Response:
 async def replay_webhook(request: web.Request) -> web.Response:
     owner = _owner(request)
     query = parse_query(request, ReplayQuery)
-    async with request.app[SESSIONS]() as session:
-        count = await webhooks.replay(session, owner, request.match_info["webhook_id"], query.since)
+    count = await call(request, webhooks.replay, owner, request.match_info["webhook_id"], query.since)
     return respond(QueuedOut(queued=count), 202)

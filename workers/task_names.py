@@ -1,0 +1,7 @@
+"""Names of the tasks other processes send by name, importable without the task modules (the API
+wakes the dispatcher without importing Celery tasks, Pillow or PyAV)."""
+
+from __future__ import annotations
+
+DISPATCH_TASK = "parley.dispatch_outbox"
+CONSUME_TASK = "parley.consume_events"
