@@ -301,7 +301,7 @@ class Event(Base):
     # The user ids the event concerns, written by the service that made the change: a
     # conversation's two members, an upload's uploader before it is sent, an endpoint's owner.
     # Realtime, replay, webhooks and every consumer read it; none works membership out again.
-    audience: Mapped[list[str]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+    audience: Mapped[list[str]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), default=list)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -226,9 +226,11 @@ async def test_events_written_outside_the_api_arrive_and_reach_an_uploader_befor
 
     unsent, sent = ready(None), ready(conversation["id"])
     with sessions() as session, transaction(session):
-        record_event(session, EventType.ATTACHMENT_READY, unsent, conversation_id=None, user_id=alice.id)
+        record_event(session, EventType.ATTACHMENT_READY, unsent, conversation_id=None, audience=[alice.id])
     with sessions() as session, transaction(session):
-        record_event(session, EventType.ATTACHMENT_READY, sent, conversation_id=conversation["id"])
+        record_event(
+            session, EventType.ATTACHMENT_READY, sent, conversation_id=conversation["id"], audience=[alice.id, bob.id]
+        )
 
     frames = [await frame_where(alice_ws, of_type("attachment.ready")) for _ in range(2)]
     assert [f["data"]["attachment"]["id"] for f in frames] == [unsent.attachment.id, sent.attachment.id]

@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm import Session, sessionmaker
 
 from parley.config import Settings
 from parley.db import create_sync_db_engine, sync_session_factory

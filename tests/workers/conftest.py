@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from parley.config import Settings, load_settings
-from parley.db import async_session_factory, create_async_db_engine, create_sync_db_engine
+from parley.db import create_sync_db_engine, sync_session_factory
 from parley.migrate import upgrade_to_head
 from parley.models import Base, User
 from parley.services.conversations import OtherUser, get_or_create_conversation
@@ -335,18 +335,19 @@ def wait_for_worker(process: Process, timeout: float = 30) -> None:
 
 
 @pytest.fixture
-async def worker_sessions() -> AsyncIterator[Callable[[WorkerSetup], sessionmaker[Session]]]:
-    """Async sessions on a WorkerSetup's database, for writing through the services."""
+def worker_sessions() -> Iterator[Callable[[WorkerSetup], sessionmaker[Session]]]:
+    """Sessions on a WorkerSetup's database, for writing through the services (with no wake-up
+    hook: like a process that died right after committing, they leave dispatch to the sweep)."""
     engines = []
 
     def sessions_for(setup: WorkerSetup) -> sessionmaker[Session]:
-        engine = create_async_db_engine(setup.settings())
+        engine = create_sync_db_engine(setup.settings())
         engines.append(engine)
-        return async_session_factory(engine)
+        return sync_session_factory(engine)
 
     yield sessions_for
     for engine in engines:
-        await engine.dispose()
+        engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,7 @@ class Pair:
     conversation_id: str
 
 
-async def start_conversation(sessions: sessionmaker[Session], tag: str = "") -> Pair:
+def start_conversation(sessions: sessionmaker[Session], tag: str = "") -> Pair:
     with sessions() as session:
         alice = create_user(session, NewUser(username=f"alice{tag}", name="Alice"))
         bob = create_user(session, NewUser(username=f"bob{tag}", name="Bob"))
@@ -364,7 +365,7 @@ async def start_conversation(sessions: sessionmaker[Session], tag: str = "") -> 
     return Pair(alice, bob, conversation.id)
 
 
-async def send_messages(
+def send_messages(
     sessions: sessionmaker[Session], settings: Settings, pair: Pair, count: int, prefix: str = "m"
 ) -> list[str]:
     """Send `count` messages through the service layer (a commit, and no nudge: what an API process

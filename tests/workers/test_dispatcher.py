@@ -4,7 +4,7 @@ dispatched only once they all took it."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -43,7 +43,7 @@ def sync_sessions(engine: Engine) -> sessionmaker[Session]:
 
 def _write_events(sync_sessions: sessionmaker[Session], *types: EventType, conversation_id: str = "c1") -> list[int]:
     with sync_sessions() as session, session.begin():
-        rows = [Event(type=t.value, conversation_id=conversation_id, payload={}) for t in types]
+        rows = [Event(type=t.value, conversation_id=conversation_id, payload={}, audience=["u1", "u2"]) for t in types]
         session.add_all(rows)
         session.flush()
         return [row.id for row in rows]
@@ -61,15 +61,16 @@ def test_each_event_goes_to_each_of_its_consumers_and_is_marked_dispatched(
     handed: list[tuple[str, int]] = []
 
     report = dispatch_pending(
-        sync_sessions, REGISTRY, lambda c, e: handed.append((c.name, e.id)), batch_size=10, max_seconds=5
+        sync_sessions, REGISTRY, lambda c, es: handed.extend((c.name, e.id) for e in es), batch_size=10, max_seconds=5
     )
 
     assert handed == [("messages", created), ("everything", created), ("everything", read)]
-    assert (report.events, report.tasks, report.more_pending) == (2, 3, False)
+    # One task per consumer and batch, not one per event.
+    assert (report.events, report.tasks, report.more_pending) == (2, 2, False)
     assert _undispatched(sync_sessions) == []
     # Nothing is handed over twice: a second run finds nothing to do.
     again = dispatch_pending(
-        sync_sessions, REGISTRY, lambda c, e: handed.append((c.name, e.id)), batch_size=10, max_seconds=5
+        sync_sessions, REGISTRY, lambda c, es: handed.extend((c.name, e.id) for e in es), batch_size=10, max_seconds=5
     )
     assert again.events == 0
     assert len(handed) == 3
@@ -78,7 +79,7 @@ def test_each_event_goes_to_each_of_its_consumers_and_is_marked_dispatched(
 def test_an_event_nobody_consumes_is_marked_dispatched_without_a_task(sync_sessions: sessionmaker[Session]) -> None:
     _write_events(sync_sessions, EventType.MESSAGE_READ)
     report = dispatch_pending(
-        sync_sessions, ConsumerRegistry((MESSAGES,)), lambda c, e: None, batch_size=10, max_seconds=5
+        sync_sessions, ConsumerRegistry((MESSAGES,)), lambda c, es: None, batch_size=10, max_seconds=5
     )
     assert (report.events, report.tasks) == (1, 0)
     assert _undispatched(sync_sessions) == []
@@ -88,7 +89,7 @@ def test_a_backlog_larger_than_a_batch_is_dispatched_in_order(sync_sessions: ses
     ids = _write_events(sync_sessions, *[EventType.MESSAGE_CREATED] * 25)
     seen: list[int] = []
     report = dispatch_pending(
-        sync_sessions, ConsumerRegistry((MESSAGES,)), lambda c, e: seen.append(e.id), batch_size=10, max_seconds=5
+        sync_sessions, ConsumerRegistry((MESSAGES,)), lambda c, es: seen.extend(e.id for e in es), batch_size=10, max_seconds=5
     )
     assert seen == ids
     assert report.events == 25
@@ -101,10 +102,10 @@ def test_when_the_broker_refuses_a_task_the_batch_waits_for_the_next_run(
     first, second, third, fourth = _write_events(sync_sessions, *[EventType.MESSAGE_CREATED] * 4)
     handed: list[tuple[str, int]] = []
 
-    def broker_fails_on_third_event(consumer: Consumer, event: ClaimedEvent) -> None:
-        if event.id == third and consumer is EVERYTHING:
+    def broker_fails_on_third_event(consumer: Consumer, events: Sequence[ClaimedEvent]) -> None:
+        if third in [e.id for e in events] and consumer is EVERYTHING:
             raise ConnectionError("broker went away")
-        handed.append((consumer.name, event.id))
+        handed.extend((consumer.name, e.id) for e in events)
 
     with pytest.raises(DispatchInterrupted) as interrupted:
         dispatch_pending(sync_sessions, REGISTRY, broker_fails_on_third_event, batch_size=2, max_seconds=5)
@@ -114,7 +115,7 @@ def test_when_the_broker_refuses_a_task_the_batch_waits_for_the_next_run(
     assert isinstance(interrupted.value.__cause__, ConnectionError)
     assert _undispatched(sync_sessions) == [third, fourth]
 
-    dispatch_pending(sync_sessions, REGISTRY, lambda c, e: handed.append((c.name, e.id)), batch_size=2, max_seconds=5)
+    dispatch_pending(sync_sessions, REGISTRY, lambda c, es: handed.extend((c.name, e.id) for e in es), batch_size=2, max_seconds=5)
     assert _undispatched(sync_sessions) == []
     # The failed batch is handed over again in full (a task of it that had reached the broker runs
     # twice, which its consumer's receipt absorbs); the first batch never is.
@@ -132,7 +133,7 @@ def test_a_failed_flush_leaves_the_batch_undispatched(sync_sessions: sessionmake
 
     with pytest.raises(DispatchInterrupted):
         dispatch_pending(
-            sync_sessions, REGISTRY, lambda c, e: buffered.append(e.id), flush=flush_fails, batch_size=10, max_seconds=5
+            sync_sessions, REGISTRY, lambda c, es: buffered.extend(e.id for e in es), flush=flush_fails, batch_size=10, max_seconds=5
         )
     assert len(_undispatched(sync_sessions)) == 1
 
@@ -146,8 +147,8 @@ def test_side_by_side_dispatchers_never_hand_over_an_event_twice(sync_sessions: 
     by_first: list[int] = []
     by_second: list[int] = []
 
-    def slow_enqueue(consumer: Consumer, event: ClaimedEvent) -> None:
-        by_first.append(event.id)
+    def slow_enqueue(consumer: Consumer, events: Sequence[ClaimedEvent]) -> None:
+        by_first.extend(e.id for e in events)
         first_claimed.set()
         assert release_first.wait(10)
 
@@ -161,7 +162,7 @@ def test_side_by_side_dispatchers_never_hand_over_an_event_twice(sync_sessions: 
     try:
         assert first_claimed.wait(10)
         # The first dispatcher holds events 1-4 in its open transaction: the second skips them.
-        dispatch_pending(sync_sessions, registry, lambda c, e: by_second.append(e.id), batch_size=4, max_seconds=5)
+        dispatch_pending(sync_sessions, registry, lambda c, es: by_second.extend(e.id for e in es), batch_size=4, max_seconds=5)
     finally:
         release_first.set()
         first.join(10)

@@ -94,7 +94,7 @@ async def test_a_broker_outage_loses_no_event_and_dispatches_none_twice(
     processes.worker(setup)
     processes.beat(setup)
     sessions = worker_sessions(setup)
-    pair = await start_conversation(sessions)
+    pair = start_conversation(sessions)
     with sessions() as session:
         token = (create_token(session, pair.alice.id)).secret
     client: TestClient = await aiohttp_client(init_app(setup.settings()))
@@ -122,9 +122,13 @@ async def test_a_broker_outage_loses_no_event_and_dispatches_none_twice(
     assert _undispatched(setup) == 0
 
 
-async def _send_one_held_message(setup: WorkerSetup, sessions: sessionmaker[Session]) -> int:
-    """Send one message whose test-effects consumer will hold (wait) once it starts; its event id."""
-    pair = await start_conversation(sessions)
+def _send_one_held_message(setup: WorkerSetup, sessions: sessionmaker[Session], processes: Processes) -> int:
+    """Send one message whose test-effects consumer will hold (wait) once it starts; its event id.
+    The conversation's own event is consumed first: a consumer takes events in batches, and the
+    hold must catch the message's event, not its predecessor's."""
+    pair = start_conversation(sessions)
+    _nudge(setup)
+    _wait_for_effects(setup, "test-effects", _events(setup, "conversation.created"), processes)
     (setup.control_dir / "hold").write_text("test-effects")
     send_messages(sessions, setup.settings(), pair, 1)
     [event_id] = _events(setup, "message.created")
@@ -150,7 +154,7 @@ async def test_a_worker_process_killed_mid_task_runs_it_again_and_it_takes_effec
 ) -> None:
     setup = postgres_redis
     worker = processes.worker(setup)
-    event_id = await _send_one_held_message(setup, worker_sessions(setup))
+    event_id = _send_one_held_message(setup, worker_sessions(setup), processes)
 
     first_pid = _wait_for_first_attempt(setup, event_id, worker)
     os.kill(first_pid, signal.SIGKILL)
@@ -170,7 +174,7 @@ async def test_a_whole_worker_killed_mid_task_hands_it_to_the_next_worker(
     setup = postgres_redis
     visibility = {"PARLEY_BROKER_VISIBILITY_TIMEOUT": "10"}  # Redis gives an unacknowledged task away after 10 s
     first = processes.worker(setup, env=visibility)
-    event_id = await _send_one_held_message(setup, worker_sessions(setup))
+    event_id = _send_one_held_message(setup, worker_sessions(setup), processes)
 
     _wait_for_first_attempt(setup, event_id, first)
     first.kill_group()  # SIGKILL the worker and its pool at once: nobody acknowledges anything
@@ -192,7 +196,7 @@ async def test_events_committed_without_a_nudge_are_dispatched_by_the_sweep(
     processes.beat(setup)
     wait_for_worker(worker)
     sessions = worker_sessions(setup)
-    pair = await start_conversation(sessions)
+    pair = start_conversation(sessions)
     # The API would have died between its commit and its nudge: nothing but the sweep knows.
     send_messages(sessions, setup.settings(), pair, 12)
 
