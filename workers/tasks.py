@@ -92,7 +92,8 @@ def dispatch_outbox(task: Task, sweep: bool = False) -> int:
                 flush=batch.flush,
                 batch_size=DISPATCH_BATCH_SIZE,
                 max_seconds=DISPATCH_BUDGET_SECONDS,
-                redispatch_after=context.settings.outbox_redispatch_seconds if sweep else None,
+                redispatch_after=context.settings.outbox_redispatch_seconds,
+                redispatch_due=sweep,
             )
     except DispatchInterrupted as exc:
         log.warning(

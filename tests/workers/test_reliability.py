@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,11 @@ def _undispatched(setup: WorkerSetup) -> int:
 
 
 def _wait_for_effects(
-    setup: WorkerSetup, consumer: str, event_ids: list[int], processes: Processes
+    setup: WorkerSetup, consumer: str, event_ids: list[int], processes: Processes, timeout: float = FLOW_TIMEOUT
 ) -> list[tuple[int, int, int]]:
     wait_until(
         lambda: {e for e, _, _ in effect_rows(setup.engine, consumer)} >= set(event_ids),
-        timeout=FLOW_TIMEOUT,
+        timeout=timeout,
         what=f"{consumer} to take effect for events {event_ids}",
         log=processes.output,
     )
@@ -182,6 +183,33 @@ async def test_a_whole_worker_killed_mid_task_hands_it_to_the_next_worker(
     processes.worker(setup, env=visibility)
 
     rows = _wait_for_effects(setup, "test-effects", [event_id], processes)
+    _assert_each_once(rows, [event_id])
+    attempts = _attempt_pids(setup, event_id)
+    assert len(attempts) == 2 and attempts[0] != attempts[1]
+
+
+@pytest.mark.timeout(240)
+async def test_work_lost_with_a_killed_worker_is_dispatched_again_within_two_minutes(
+    postgres_redis: WorkerSetup, processes: Processes, worker_sessions: SessionsFor
+) -> None:
+    """Redis keeps a task that a SIGKILLed worker held for the whole visibility timeout (an hour
+    here, as shipped). The sweep re-dispatches an event whose consumer left no receipt
+    PARLEY_OUTBOX_REDISPATCH_SECONDS (60, as shipped) after dispatch: the effect happens once, in
+    about a minute, not an hour."""
+    setup = postgres_redis
+    hour = {"PARLEY_BROKER_VISIBILITY_TIMEOUT": "3600"}
+    first = processes.worker(setup, env=hour)
+    processes.beat(setup)
+    event_id = _send_one_held_message(setup, worker_sessions(setup), processes)
+
+    _wait_for_first_attempt(setup, event_id, first)
+    killed_at = time.monotonic()
+    first.kill_group()  # nobody acknowledges the task: Redis would hand it out again in an hour
+    (setup.control_dir / "hold").unlink()
+    processes.worker(setup, env=hour)
+
+    rows = _wait_for_effects(setup, "test-effects", [event_id], processes, timeout=150)
+    assert time.monotonic() - killed_at < 120, "the lost work took more than two minutes to come back"
     _assert_each_once(rows, [event_id])
     attempts = _attempt_pids(setup, event_id)
     assert len(attempts) == 2 and attempts[0] != attempts[1]

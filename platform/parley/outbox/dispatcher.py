@@ -72,9 +72,11 @@ def dispatch_pending(
     batch_size: int,
     max_seconds: float,
     redispatch_after: float | None = None,
+    redispatch_due: bool = False,
 ) -> DispatchReport:
     """Dispatch undispatched events, oldest first, batch by batch, until none are left or
-    `max_seconds` have passed; then, with `redispatch_after` (seconds), re-dispatch what is due.
+    `max_seconds` have passed. With `redispatch_after` (seconds), each event is to be looked at
+    again that long after its dispatch; with `redispatch_due` (the sweep), what is due now is.
     `enqueue` may buffer; `flush` must return only once everything enqueued so far is with the
     broker (or raise)."""
     deadline = time.monotonic() + max_seconds
@@ -94,7 +96,7 @@ def dispatch_pending(
         if time.monotonic() >= deadline:
             return DispatchReport(events, tasks, more_pending=True)
     redispatched = 0
-    if redispatch_after is not None:
+    if redispatch_due and redispatch_after is not None:
         with sessions() as session:
             try:
                 redispatched, enqueued = _redispatch_due(session, registry, enqueue, flush, batch_size, redispatch_after)
