@@ -172,6 +172,35 @@ async def test_a_sniffed_type_is_one_parley_knows_never_bytes_from_the_file(
     await assert_still_serving(client, alice)
 
 
+# aiohttp warns about each Content-Disposition it cannot decode: that is what is being sent here.
+@pytest.mark.filterwarnings("ignore::aiohttp.multipart.BadContentDispositionParam")
+@pytest.mark.filterwarnings("ignore::aiohttp.multipart.BadContentDispositionHeader")
+async def test_hostile_upload_names_and_part_headers_are_sanitised_or_refused(
+    client: TestClient, make_person: MakePerson
+) -> None:
+    alice = await make_person("alice")
+    data = b"plain text\n"
+    names = [
+        b'filename="a\x00b.txt"', b"filename*=UTF-8''a%00b.txt", b"filename*=UTF-8''%ED%A0%80.txt",
+        b"filename*=UTF-8''a%0D%0AX-Evil%3A%201.txt", b'filename="' + b"n" * 5000 + b'.txt"', b"filename*=UTF-8''%FF%FE.txt",
+    ]
+    for name in names:
+        for part_type in (b"text/plain", b"text/plain\x00evil", b"\xff\xfe/\xed\xa0\x80"):
+            boundary = b"hostileboundary"
+            body = (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"file\"; " + name
+                    + b"\r\nContent-Type: " + part_type + b"\r\n\r\n" + data + b"\r\n--" + boundary + b"--\r\n")
+            response = await client.post(UPLOADS, data=body, headers={
+                **alice.auth, "Content-Type": "multipart/form-data; boundary=hostileboundary"})
+            if response.status == 201:
+                shown = await response.json()
+                assert shown["content_type"] == "text/plain"
+                assert shown["name"].isprintable() and len(shown["name"]) <= 200, shown["name"]
+                shown["name"].encode("utf-8")  # no lone surrogate
+            else:
+                assert await error_of(response) == (400, "invalid_upload"), (name, part_type)
+    await assert_still_serving(client, alice)
+
+
 # --- WebSocket frames ----------------------------------------------------------------------------
 
 
