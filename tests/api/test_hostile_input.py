@@ -18,12 +18,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from yarl import URL
 
 from parley.api.app import all_endpoints, init_app
 from parley.api.endpoints import Endpoint
 from parley.api.schemas import MAX_STORED_INT
 from parley.config import Settings
+from parley.models import Attachment
 from tests.api.conftest import ADMIN, MakePerson, Person, provision, send, start_conversation
 from tests.api.uploads import UPLOADS, process_uploads, upload
 from tests.realtime.conftest import connect, next_frame
@@ -198,6 +201,25 @@ async def test_hostile_upload_names_and_part_headers_are_sanitised_or_refused(
                 shown["name"].encode("utf-8")  # no lone surrogate
             else:
                 assert await error_of(response) == (400, "invalid_upload"), (name, part_type)
+    await assert_still_serving(client, alice)
+
+
+async def test_a_stored_content_type_unfit_for_a_header_is_served_as_octet_stream(
+    client: TestClient, make_person: MakePerson, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Rows written before types were sniffed into a known set may hold anything the file said."""
+    alice = await make_person("alice")
+    data = fake_opendocument(b"application/vnd.oasis.opendocument.text")
+    created = await upload(client, alice, "report.odt", data)
+    process_uploads(settings)
+    for stored in ("application/vnd.oasis.opendocument.text\r\nX-Evil: 1", "application/vnd.oasis.opendocument.text\x00x"):
+        if "\x00" in stored and settings.database_url.startswith("postgresql"):
+            continue  # PostgreSQL never stored NUL: such an upload was a 500
+        async with sessions() as session, session.begin():
+            await session.execute(update(Attachment).where(Attachment.id == created["id"]).values(content_type=stored))
+        served = await client.get(f"{UPLOADS}/{created['id']}/content", headers=alice.auth)
+        assert served.status == 200 and served.headers["Content-Type"] == "application/octet-stream"
+        assert "X-Evil" not in served.headers and await served.read() == data
     await assert_still_serving(client, alice)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -104,6 +105,12 @@ async def get_attachment(request: web.Request) -> web.Response:
     return respond(view)
 
 
+# A content type fit for a header. Uploads are sniffed into a known set, but rows stored before
+# that rule (an OpenDocument "mimetype" entry copied verbatim) may hold NUL or CR/LF.
+PLAIN_CONTENT_TYPE = re.compile(r"[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+")
+FALLBACK_CONTENT_TYPE = "application/octet-stream"
+
+
 def _serve(serving: attachments.Serving) -> web.StreamResponse:
     headers = {
         "Content-Disposition": serving.disposition,
@@ -116,7 +123,8 @@ def _serve(serving: attachments.Serving) -> web.StreamResponse:
         raise web.HTTPFound(serving.location.url, headers=headers)
     assert isinstance(serving.location, LocalFile)
     # FileResponse streams from disk and answers Range requests (206, 416) itself.
-    return web.FileResponse(serving.location.path, headers={**headers, "Content-Type": serving.content_type})
+    content_type = serving.content_type if PLAIN_CONTENT_TYPE.fullmatch(serving.content_type) else FALLBACK_CONTENT_TYPE
+    return web.FileResponse(serving.location.path, headers={**headers, "Content-Type": content_type})
 
 
 def _missing(attachment_id: str) -> ApiError:
