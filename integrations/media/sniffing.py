@@ -46,6 +46,28 @@ _OFFICE_PARTS = (
     (b"xl/", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", ".xlsx", "Excel workbook"),
     (b"ppt/", "application/vnd.openxmlformats-officedocument.presentationml.presentation", ".pptx", "PowerPoint deck"),
 )
+# OpenDocument names its type in a "mimetype" entry: only these are believed, each with its
+# extension. Whatever else a file writes there is just bytes (NUL, CR/LF, ...), never a content
+# type Parley would store and later put in a header.
+_OPENDOCUMENT_TYPES = {
+    b"application/vnd.oasis.opendocument." + subtype.encode(): (extension, label)
+    for subtype, extension, label in (
+        ("text", ".odt", "OpenDocument text"),
+        ("text-template", ".ott", "OpenDocument text template"),
+        ("text-master", ".odm", "OpenDocument master document"),
+        ("text-web", ".oth", "OpenDocument web page"),
+        ("spreadsheet", ".ods", "OpenDocument spreadsheet"),
+        ("spreadsheet-template", ".ots", "OpenDocument spreadsheet template"),
+        ("presentation", ".odp", "OpenDocument presentation"),
+        ("presentation-template", ".otp", "OpenDocument presentation template"),
+        ("graphics", ".odg", "OpenDocument drawing"),
+        ("graphics-template", ".otg", "OpenDocument drawing template"),
+        ("chart", ".odc", "OpenDocument chart"),
+        ("formula", ".odf", "OpenDocument formula"),
+        ("database", ".odb", "OpenDocument database"),
+        ("image", ".odi", "OpenDocument image"),
+    )
+}
 # ISO base media brands (bytes 8-12 after "ftyp").
 _QUICKTIME_BRANDS = {b"qt  "}
 _MP4_BRANDS = {
@@ -92,8 +114,9 @@ def _zip_kind(head: bytes) -> SniffedType:
     # OpenDocument stores an uncompressed "mimetype" entry first; OOXML names its parts by folder.
     if head[30:38] == b"mimetype":
         declared = head[38:120].split(b"PK", 1)[0]
-        if declared.startswith(b"application/vnd.oasis.opendocument."):
-            return SniffedType(declared.decode("ascii", "replace"), DOCUMENT, ".odt", "OpenDocument")
+        if declared in _OPENDOCUMENT_TYPES:
+            extension, label = _OPENDOCUMENT_TYPES[declared]
+            return SniffedType(declared.decode("ascii"), DOCUMENT, extension, label)
     for marker, content_type, extension, label in _OFFICE_PARTS:
         if marker in head and b"[Content_Types].xml" in head:
             return SniffedType(content_type, DOCUMENT, extension, label)

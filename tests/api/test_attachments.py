@@ -455,3 +455,37 @@ async def test_processing_is_idempotent_and_cleans_up_after_a_deleted_upload(
         engine.dispose()
     assert outcome == "gone"
     assert stored_files(settings) == files  # what the run had stored for it is gone again
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        media_samples.jpeg_with_gps(1600, 1200, orientation=6),  # re-encoded upright
+        media_samples.jpeg_with_gps(1024, 768, orientation=1),  # metadata cut out losslessly
+        media_samples.webp_with_gps(),
+        media_samples.mp4(),  # remuxed without container metadata
+    ],
+    ids=["rotated-jpeg", "upright-jpeg", "webp", "mp4"],
+)
+async def test_after_processing_the_metadata_describes_the_file_served(
+    client: TestClient, make_person: MakePerson, settings: Settings, sessions: sessionmaker[Session],
+    original: bytes,
+) -> None:
+    alice, bob = await make_person("alice"), await make_person("bob")
+    conversation = await start_conversation(client, alice, bob)
+    created = await upload(client, alice, "photo", original)
+    assert created["size"] == len(original)
+    sent = await send(client, alice, conversation["id"], "look", attachment_ids=[created["id"]])
+    assert process_uploads(settings) == {created["id"]: "ready"}
+
+    content = await client.get(f"{UPLOADS}/{created['id']}/content", headers=bob.auth)
+    served = await content.read()
+    assert len(served) != len(original)  # the cleaned copy, not the upload
+    shown = await (await client.get(f"{UPLOADS}/{created['id']}", headers=bob.auth)).json()
+    assert (shown["size"], shown["content_type"]) == (len(served), content.headers["Content-Type"])
+    history = await (await client.get(f"/api/v1/conversations/{conversation['id']}/messages", headers=bob.auth)).json()
+    [message] = [m for m in history["items"] if m["id"] == sent["id"]]
+    assert message["attachments"][0]["size"] == len(served)
+    with sessions() as session:
+        ready = (session.scalars(select(Event).where(Event.type == "attachment.ready"))).one()
+    assert ready.payload["attachment"]["size"] == len(served)

@@ -12,9 +12,13 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select, text
 
 from parley.config import Settings
-from parley.db import create_sync_db_engine
+from parley.db import create_sync_db_engine, sync_session_factory
 from parley.models import Event, WebhookEndpoint
+from parley.services.webhook_deliveries import fan_out
+from tests import media_samples
 from tests.api.conftest import ADMIN, MakePerson, send, start_conversation
+from tests.api.uploads import process_uploads, upload
+from workers.webhook_tasks import WEBHOOK_CONSUMER
 
 WEBHOOKS = "/api/v1/webhooks"
 
@@ -198,3 +202,44 @@ async def test_nothing_is_sent_to_a_disabled_endpoint(client: TestClient, make_p
     enabled = await client.patch(path, json={"enabled": True}, headers=alice.auth)
     assert (await enabled.json())["enabled"] is True
     assert (await client.post(f"{path}/test", headers=alice.auth)).status == 202
+
+
+async def test_a_replay_sends_exactly_what_live_delivery_sent(
+    client: TestClient, make_person: MakePerson, settings: Settings
+) -> None:
+    """Two admin endpoints for every type: one fed by the live fan-out consumer, the other by a
+    replay of the same events. Internal events (attachment.uploaded, attachment.deleted) go to neither."""
+    alice, bob = await make_person("alice"), await make_person("bob")
+    live = await _create(client, ADMIN, event_types=["*"])
+    replayed = await _create(client, ADMIN, event_types=["*"], enabled=False)  # the live fan-out skips it
+    before = datetime.now(UTC)
+    conversation = await start_conversation(client, alice, bob)
+    uploaded = await upload(client, alice, "chart.png", media_samples.png(40, 30))
+    sent = await send(client, alice, conversation["id"], "see attached", attachment_ids=[uploaded["id"]])
+    process_uploads(settings)  # attachment.ready
+    assert (await client.delete(f"/api/v1/messages/{sent['id']}", headers=alice.auth)).status == 200
+
+    engine = create_sync_db_engine(settings)
+    try:
+        with sync_session_factory(engine)() as session, session.begin():
+            events = list(session.scalars(select(Event).where(Event.created_at >= before).order_by(Event.id)))
+            assert {"attachment.uploaded", "attachment.deleted"} <= {e.type for e in events}
+            for event in events:  # what the webhooks consumer does for each event it takes
+                if event.type in WEBHOOK_CONSUMER.event_types:
+                    fan_out(session, event.id, event.type, event.conversation_id, event.payload)
+    finally:
+        engine.dispose()
+    assert (await client.patch(f"{WEBHOOKS}/{replayed['id']}", json={"enabled": True}, headers=ADMIN)).status == 200
+    queued = await client.post(f"{WEBHOOKS}/{replayed['id']}/replay", params={"since": before.isoformat()}, headers=ADMIN)
+    assert queued.status == 202
+
+    async def sent_to(hook: dict[str, Any]) -> list[tuple[int, str]]:
+        log = await (await client.get(f"{WEBHOOKS}/{hook['id']}/deliveries", headers=ADMIN)).json()
+        return sorted((d["event_id"], d["event_type"]) for d in log["items"])
+
+    live_sent = await sent_to(live)
+    assert [t for _, t in live_sent] == [
+        "conversation.created", "message.created", "attachment.ready", "message.deleted"
+    ]
+    assert await sent_to(replayed) == live_sent
+    assert (await queued.json())["queued"] == len(live_sent)

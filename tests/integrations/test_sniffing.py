@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import random
+import re
 import zipfile
 
 import pytest
@@ -92,3 +94,46 @@ def test_names_are_sanitised(raw: str | None, expected: str) -> None:
 def test_long_names_keep_their_extension() -> None:
     name = sanitize_name("é" * 300 + ".docx", ".bin")
     assert len(name) == 200 and name.endswith(".docx")
+
+
+def _opendocument(declared: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("mimetype"), declared, compress_type=zipfile.ZIP_STORED)
+        archive.writestr("content.xml", "<office:document-content/>")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("declared", "content_type", "extension"),
+    [
+        (b"application/vnd.oasis.opendocument.text", "application/vnd.oasis.opendocument.text", ".odt"),
+        (b"application/vnd.oasis.opendocument.spreadsheet", "application/vnd.oasis.opendocument.spreadsheet", ".ods"),
+        (b"application/vnd.oasis.opendocument.presentation", "application/vnd.oasis.opendocument.presentation", ".odp"),
+        (b"application/vnd.oasis.opendocument.text\x00evil", "application/zip", ".zip"),
+        (b"application/vnd.oasis.opendocument.text\r\nSet-Cookie: a=b", "application/zip", ".zip"),
+        (b"application/vnd.oasis.opendocument.\xff\xfe", "application/zip", ".zip"),
+        (b"application/vnd.oasis.opendocument.", "application/zip", ".zip"),
+        (b"application/vnd.oasis.opendocument.text " + b"x" * 60, "application/zip", ".zip"),
+    ],
+)
+def test_an_opendocument_type_comes_from_a_known_list_never_from_the_file(
+    declared: bytes, content_type: str, extension: str
+) -> None:
+    sniffed = sniff(_opendocument(declared)[:8192])
+    assert (sniffed.content_type, sniffed.extension, sniffed.kind) == (content_type, extension, "document")
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_every_sniffed_type_is_a_plain_token(seed: int) -> None:
+    """Whatever the bytes, the type is printable ASCII `type/subtype`: safe in a header."""
+    rng = random.Random(seed)
+    prefixes = [
+        b"PK\x03\x04" + bytes(26) + b"mimetypeapplication/vnd.oasis.opendocument.",
+        b"PK\x03\x04" + bytes(26) + b"mimetype",
+        b"RIFF\x00\x00\x00\x00WEBP",
+        b"\x00\x00\x00\x14ftyp",
+        b"",
+    ]
+    head = rng.choice(prefixes) + bytes(rng.randrange(256) for _ in range(rng.randrange(100)))
+    assert re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", sniff(head).content_type), head

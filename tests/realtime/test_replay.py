@@ -80,6 +80,34 @@ async def test_a_gap_older_than_the_window_or_too_large_needs_a_resync(
     assert (await frame_where(bob_ws, of_type("message.created")))["data"]["message"]["id"] == live["id"]
 
 
+async def test_since_zero_replays_from_the_beginning_while_it_is_within_the_limits(
+    make_client: MakeClient, sessions: sessionmaker[Session]
+) -> None:
+    client = await make_client(realtime_replay_max_events=3)
+    alice, bob, carol = await provision(client, "alice"), await provision(client, "bob"), await provision(client, "carol")
+    nothing_yet = await connect(client, bob, since=0)
+    assert [f for f in await frames_before_pong(nothing_yet) if f["type"] != "presence"] == []
+    conversation = await start_conversation(client, alice, bob)
+    first = await send(client, alice, conversation["id"], "first")
+    await start_conversation(client, alice, carol)  # not bob's: neither replayed nor counted
+
+    bob_ws = await connect(client, bob, since=0)
+    frames = [f for f in await frames_before_pong(bob_ws) if f["type"] != "presence"]
+    assert [f["type"] for f in frames] == ["conversation.created", "message.created"]
+    assert frames[1]["data"]["message"]["id"] == first["id"]
+
+    # Past the limits, "from the beginning" is a resync like any other position: too many ...
+    for i in range(2):
+        await send(client, alice, conversation["id"], f"more {i}")
+    too_many = await connect(client, bob, since=0)
+    assert (await frame_where(too_many, lambda f: f["type"] != "presence"))["type"] == "resync_required"
+    # ... or the first of them older than the window.
+    with sessions() as session, session.begin():
+        session.execute(update(Event).values(created_at=utcnow() - timedelta(days=30)))
+    carol_ws = await connect(client, carol, since=0)
+    assert (await frame_where(carol_ws, lambda f: f["type"] != "presence"))["type"] == "resync_required"
+
+
 async def test_more_missed_events_than_the_limit_needs_a_resync(make_client: MakeClient) -> None:
     client = await make_client(realtime_replay_max_events=3)
     alice, bob = await provision(client, "alice"), await provision(client, "bob")

@@ -4,6 +4,7 @@ build the app through this same factory."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -20,6 +21,7 @@ from parley.config import Settings
 from parley.api.token_cache import CREDENTIALS_CHANGED, TokenCache
 from parley.db import async_session_factory, create_async_db_engine, set_events_committed_hook
 from parley.ids import new_id
+from parley.logs import install_log_redaction
 from parley.realtime import routes as realtime_routes
 from parley.realtime.frames import CLOSE_GOING_AWAY
 from parley.realtime.node import RealtimeNode
@@ -29,6 +31,8 @@ from workers.nudger import OutboxNudger
 log = logging.getLogger("parley.api")
 
 OUTBOX_NUDGER = web.AppKey("outbox_nudger", OutboxNudger)
+# A caller's X-Request-ID is echoed in a response header and logged: only a plain token is taken.
+CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 ROUTE_TABLES = (
     meta.endpoints,
@@ -46,7 +50,8 @@ def all_endpoints() -> list[Endpoint]:
 
 @web.middleware
 async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-ID", "")[:64] or new_id()
+    given = request.headers.get("X-Request-ID", "")
+    request_id = given if CALLER_REQUEST_ID.fullmatch(given) else new_id()
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     response = await handler(request)
@@ -112,6 +117,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 
 def init_app(settings: Settings) -> web.Application:
+    install_log_redaction()  # before the first request: aiohttp logs malformed ones itself
     app = web.Application(
         middlewares=[request_log_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_request_bytes,

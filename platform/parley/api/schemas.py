@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
+from parley.ids import is_valid_id
 from parley.models import EmailDigest, UserKind
 from parley.schemas import ConversationOut, MessageOut
 from parley.services.conversations import INBOX_DEFAULT_LIMIT, INBOX_MAX_LIMIT
@@ -35,7 +36,18 @@ def _web_url(value: str) -> str:
     return value
 
 
+def _an_id(value: str) -> str:
+    # Checked before it reaches a query: NUL, a lone surrogate or a 10 kB string is not an id.
+    if not is_valid_id(value):
+        raise ValueError("must be an id (26 characters, as the API gives them out)")
+    return value
+
+
 Text = Annotated[str, AfterValidator(_storable)]
+Id = Annotated[str, AfterValidator(_an_id)]
+# The largest integer a client may send for storing: what a JavaScript number holds exactly, well
+# inside PostgreSQL's bigint.
+MAX_STORED_INT = 2**53 - 1
 WebUrl = Annotated[str, Field(max_length=2048), AfterValidator(_storable), AfterValidator(_web_url)]
 
 
@@ -65,7 +77,7 @@ class AttachmentBody(RequestBody):
     name: Annotated[Text, Field(min_length=1, max_length=255)]
     url: WebUrl
     content_type: Annotated[str, Field(pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=255)] | None = None
-    size: Annotated[int, Field(ge=0)] | None = None
+    size: Annotated[int, Field(ge=0, le=MAX_STORED_INT)] | None = None
 
 
 class SendMessageBody(RequestBody):
@@ -96,13 +108,13 @@ class MarkReadBody(RequestBody):
 
 
 class HistoryQuery(RequestBody):
-    before: str | None = Field(default=None, description="Page back: messages older than this message id.")
-    after: str | None = Field(default=None, description="Page forward: messages newer than this message id.")
+    before: Id | None = Field(default=None, description="Page back: messages older than this message id.")
+    after: Id | None = Field(default=None, description="Page forward: messages newer than this message id.")
     limit: Annotated[int, Field(ge=1, le=HISTORY_MAX_LIMIT)] = HISTORY_DEFAULT_LIMIT
 
 
 class InboxQuery(RequestBody):
-    cursor: str | None = Field(default=None, description="next_cursor of the previous page.")
+    cursor: Annotated[str, Field(max_length=200)] | None = Field(default=None, description="next_cursor of the previous page.")
     limit: Annotated[int, Field(ge=1, le=INBOX_MAX_LIMIT)] = INBOX_DEFAULT_LIMIT
 
 

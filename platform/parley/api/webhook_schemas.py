@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from parley.api.schemas import RequestBody, Text, WebUrl
+from parley.api.schemas import Id, RequestBody, Text, WebUrl
 from parley.models import DeliveryStatus, WebhookEndpoint
 from parley.services.webhooks import DELIVERIES_DEFAULT_LIMIT, DELIVERIES_MAX_LIMIT, DeliveryRecord
 
@@ -32,12 +32,20 @@ class UpdateWebhookBody(RequestBody):
 
 
 class DeliveriesQuery(RequestBody):
-    before: Annotated[str, Field(max_length=26)] | None = Field(default=None, description="Page back: deliveries older than this delivery id.")
+    before: Id | None = Field(default=None, description="Page back: deliveries older than this delivery id.")
     limit: Annotated[int, Field(ge=1, le=DELIVERIES_MAX_LIMIT)] = DELIVERIES_DEFAULT_LIMIT
 
 
+def _in_utc(value: datetime) -> datetime:
+    # 0001-01-01T00:00:00+23:59 parses, but is before year 1 in UTC: refuse it here, not in the database.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
 class ReplayQuery(RequestBody):
-    since: AwareDatetime = Field(description="Re-send every event since this time (ISO 8601 with a zone).")
+    since: Annotated[AwareDatetime, AfterValidator(_in_utc)] = Field(description="Re-send every event since this time (ISO 8601 with a zone).")
 
 
 class WebhookOut(BaseModel):

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from parley.ids import is_valid_id
+
 
 class ServerFrame(enum.StrEnum):
     HELLO = "hello"
@@ -77,5 +79,8 @@ def parse_client_frame(text: str) -> TypingFrame | PingFrame:
         conversation_id = frame.get("conversation_id")
         if not isinstance(conversation_id, str) or not conversation_id:
             raise FrameError("invalid_frame", "typing needs a 'conversation_id'")
+        if not is_valid_id(conversation_id):
+            # NUL, a lone surrogate or a long string must never reach a query or the bus.
+            raise FrameError("invalid_frame", "'conversation_id' must be a conversation id")
         return TypingFrame(conversation_id)
     raise FrameError("unknown_type", f"unknown frame type; send one of: {', '.join(ClientFrame)}")

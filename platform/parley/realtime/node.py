@@ -36,6 +36,8 @@ log = logging.getLogger("parley.realtime")
 
 TAIL_BATCH = 500
 TAIL_ERROR_BACKOFF_SECONDS = 1.0
+# How long stop() lets the tail finish a database call it is in before cancelling it anyway.
+TAIL_STOP_GRACE_SECONDS = 5.0
 
 
 def presence_out(user_id: str, *, online: bool, last_seen: float | None) -> PresenceOut:
@@ -70,6 +72,7 @@ class RealtimeNode:
             self.presence = MemoryPresenceStore()
         self._listeners: dict[str, Callable[[BusMessage], None]] = {}
         self._wake = asyncio.Event()
+        self._stopping = False
         self._announce = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -86,6 +89,13 @@ class RealtimeNode:
 
     async def stop(self) -> None:
         await self.close_all(CLOSE_GOING_AWAY, b"server shutting down")
+        # Let the tail leave between database calls instead of cancelling one midway: aiosqlite
+        # cannot abandon a connection it is still opening, and its thread would later call into
+        # this event loop after it has closed ("Event loop is closed").
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks[:1], timeout=TAIL_STOP_GRACE_SECONDS)  # the tail
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -117,6 +127,8 @@ class RealtimeNode:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.realtime_poll_seconds)
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 if self.position is None:
                     self.position = await run_service(self.sessions, latest_event_id)

@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 from aiohttp import WSMsgType, web
+from redis.exceptions import RedisError
 
 from parley.api.auth import current_user
 from parley.api.endpoints import EndpointTable, parse_query, respond
@@ -25,6 +26,7 @@ log = logging.getLogger("parley.realtime")
 endpoints = EndpointTable(tag="realtime")
 
 REPLAY_PAGE = 500
+PRESENCE_RETRY_AFTER_SECONDS = 5
 
 
 @endpoints.route(
@@ -39,13 +41,22 @@ async def create_ticket(request: web.Request) -> web.Response:
 
 @endpoints.route(
     "GET", "/api/v1/users/{user_id}/presence", summary="Whether a user you share a conversation with is online",
-    responses={200: PresenceOut}, errors=(404,),
+    responses={200: PresenceOut}, errors=(404, 503),
 )
 async def get_presence(request: web.Request) -> web.Response:
     viewer = current_user(request)
     user_id = request.match_info["user_id"]
     await call(request, require_shared_conversation, viewer.id, user_id)
-    return respond(await request.app[REALTIME].presence_of(user_id))
+    try:
+        presence = await request.app[REALTIME].presence_of(user_id)
+    except (RedisError, OSError) as exc:
+        # Presence lives in Redis; while it is away say so plainly (the WebSocket side degrades too).
+        log.warning("realtime.presence_unavailable", extra={"error": repr(exc)})
+        raise ApiError(
+            503, "presence_unavailable", "presence is unavailable right now; try again shortly",
+            {"retry_after_seconds": PRESENCE_RETRY_AFTER_SECONDS},
+        ) from None
+    return respond(presence)
 
 
 async def _connecting_user_id(request: web.Request, query: WsQuery) -> str:
@@ -140,7 +151,15 @@ async def _receive(node: RealtimeNode, connection: Connection) -> None:
     ws = connection.ws
     async for message in ws:
         if message.type == WSMsgType.TEXT:
-            await _handle_frame(node, connection, message.data)
+            try:
+                await _handle_frame(node, connection, message.data)
+            except (ConnectionError, RuntimeError):
+                raise
+            except Exception:
+                # Past the upgrade an escaping exception would become an HTTP 500 written onto the
+                # socket (a protocol error for the client): answer this frame and keep the connection.
+                log.exception("realtime.frame_failed", extra={"user_id": connection.user_id, "connection_id": connection.id})
+                connection.offer(error_frame("internal_error", "this frame could not be handled; try again"))
         elif message.type == WSMsgType.BINARY:
             connection.offer(error_frame("binary_not_supported", "frames are JSON text"))
         elif message.type == WSMsgType.ERROR:

@@ -108,9 +108,12 @@ def process_upload(
                 return "not_pending"  # deleted, or another run finished it (and removed the original)
             return record_failure(sessions, attachment_id, "the uploaded file is missing from storage")
         served_key = job.storage_key
+        served_size: int | None = None
         if facts.content is not None:
+            content = facts.content
+            served_size = content.path.stat().st_size if content.path is not None else len(content.data)
             served_key = attachment_key(attachment_id, CONTENT)
-            _store(storage, served_key, facts.content)
+            _store(storage, served_key, content)  # may move content.path away
         thumbnails = []
         for size, rendition in sorted(facts.thumbnails.items()):
             key = thumbnail_key(attachment_id, size)
@@ -124,7 +127,9 @@ def process_upload(
                     "content_type": rendition.content_type,
                 }
             )
-    outcome = _record(sessions, attachment_id, AttachmentStatus.READY, facts, served_key, thumbnails, None)
+    outcome = _record(
+        sessions, attachment_id, AttachmentStatus.READY, facts, served_key, thumbnails, None, served_size=served_size
+    )
     if outcome == "gone":
         # Deleted while we worked: what we just stored belongs to nobody.
         storage.delete_prefix(attachment_prefix(attachment_id))
@@ -178,7 +183,10 @@ def _record(
     served_key: str | None,
     thumbnails: list[dict[str, object]],
     reason: str | None,
+    *,
+    served_size: int | None = None,
 ) -> str:
+    """`served_size`: the byte size of the cleaned copy that replaced the upload, if one did."""
     with sessions() as session, transaction(session):
         attachment = session.scalar(select(Attachment).where(Attachment.id == attachment_id).with_for_update())
         if attachment is None:
@@ -192,6 +200,9 @@ def _record(
             attachment.duration_seconds, attachment.codec = facts.duration_seconds, facts.codec
             attachment.thumbnails = thumbnails or None
             attachment.storage_key = served_key
+            if served_size is not None and facts.content is not None:
+                # The metadata describes what /content serves: the cleaned copy, not the upload.
+                attachment.size, attachment.content_type = served_size, facts.content.content_type
         else:
             attachment.failure_reason = (reason or "processing failed")[:MAX_REASON_CHARS]
         session.flush()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from typing import Any
 
@@ -172,7 +172,8 @@ def decode_inbox_cursor(cursor: str) -> tuple[datetime, str]:
         updated_at = datetime.fromisoformat(stamp)
         if updated_at.tzinfo is None or not is_valid_id(conversation_id):
             raise ValueError(raw)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
+        updated_at = updated_at.astimezone(UTC)  # an extreme offset (+23:59 on year 1) leaves the range
+    except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error):
         raise Invalid("cursor is not one this server gave out", code="invalid_cursor") from None
     return updated_at, conversation_id
 

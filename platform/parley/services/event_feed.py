@@ -68,9 +68,19 @@ def member_events_after(session: Session, user_id: str, since: int, limit: int) 
 def can_replay_since(session: Session, user_id: str, since: int, *, window: timedelta, max_events: int) -> bool:
     """Whether a client that saw event `since` can be brought up to date by replay: the event must
     still be known and inside the replay window, and the client must have missed at most
-    `max_events`. Otherwise it has to reload its state over REST (resync_required)."""
+    `max_events`. Otherwise it has to reload its state over REST (resync_required). `since` 0 is
+    "from the beginning": replayable when the client's first event is inside the window (events are
+    never removed, so none of theirs is missing)."""
     with reading(session):
-        seen_at = session.scalar(select(Event.created_at).where(Event.id == since))
+        if since == 0:
+            theirs = _MEMBER_EVENTS.subquery()
+            first_id = session.scalar(select(func.min(theirs.c.id)), {"since": 0, "user_id": user_id})
+            seen_at = (
+                utcnow() if first_id is None  # nothing yet: nothing to miss
+                else session.scalar(select(Event.created_at).where(Event.id == first_id))
+            )
+        else:
+            seen_at = session.scalar(select(Event.created_at).where(Event.id == since))
         if seen_at is None or seen_at < utcnow() - window:
             return False
         missed = session.scalar(

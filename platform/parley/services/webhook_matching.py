@@ -13,7 +13,7 @@ from sqlalchemy import Insert, Table
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from parley.events import EventType
+from parley.events import PUBLIC_EVENT_TYPES, EventType
 from parley.ids import new_id
 from parley.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
@@ -39,6 +39,8 @@ def wants(endpoint: WebhookEndpoint, event: EventFacts) -> bool:
     conversations its owner is in. A test event goes to its own endpoint alone, whatever it
     subscribed to; endpoint.disabled goes to the disabled endpoint owner's other endpoints (its
     audience is that owner)."""
+    if event.type not in PUBLIC_EVENT_TYPES:
+        return False  # internal bookkeeping (attachment.uploaded/deleted), even for "*"; replays too
     if event.type == EventType.WEBHOOK_TEST:
         return endpoint.id == event.payload.get("endpoint_id")
     if not subscribes(endpoint, event.type) or endpoint.id == event.payload.get("endpoint_id"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -123,6 +124,12 @@ async def get_attachment(request: web.Request) -> web.Response:
     return respond(await call(request, attachments.show_attachment, user, request.match_info["attachment_id"]))
 
 
+# A content type fit for a header. Uploads are sniffed into a known set, but rows stored before
+# that rule (an OpenDocument "mimetype" entry copied verbatim) may hold NUL or CR/LF.
+PLAIN_CONTENT_TYPE = re.compile(r"[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+")
+FALLBACK_CONTENT_TYPE = "application/octet-stream"
+
+
 async def _serve(request: web.Request, serving: attachments.Serving, attachment_id: str) -> web.StreamResponse:
     storage = request.app[STORAGE]
     try:
@@ -142,7 +149,8 @@ async def _serve(request: web.Request, serving: attachments.Serving, attachment_
         raise web.HTTPFound(location.url, headers=headers)
     assert isinstance(location, LocalFile)
     # FileResponse streams from disk and answers Range requests (206, 416) itself.
-    return web.FileResponse(location.path, headers={**headers, "Content-Type": serving.content_type})
+    content_type = serving.content_type if PLAIN_CONTENT_TYPE.fullmatch(serving.content_type) else FALLBACK_CONTENT_TYPE
+    return web.FileResponse(location.path, headers={**headers, "Content-Type": content_type})
 
 
 def _missing(attachment_id: str) -> ApiError:
