@@ -15,6 +15,7 @@ from parley.config import Settings
 from parley.db import create_sync_db_engine, sync_session_factory
 from parley.models import Event, WebhookEndpoint
 from parley.services.webhook_deliveries import fan_out
+from parley.services.webhook_matching import EventFacts
 from tests import media_samples
 from tests.api.conftest import ADMIN, MakePerson, send, start_conversation
 from tests.api.uploads import process_uploads, upload
@@ -226,7 +227,7 @@ async def test_a_replay_sends_exactly_what_live_delivery_sent(
             assert {"attachment.uploaded", "attachment.deleted"} <= {e.type for e in events}
             for event in events:  # what the webhooks consumer does for each event it takes
                 if event.type in WEBHOOK_CONSUMER.event_types:
-                    fan_out(session, event.id, event.type, event.conversation_id, event.payload)
+                    fan_out(session, EventFacts(event.id, event.type, event.payload, frozenset(event.audience)))
     finally:
         engine.dispose()
     assert (await client.patch(f"{WEBHOOKS}/{replayed['id']}", json={"enabled": True}, headers=ADMIN)).status == 200
