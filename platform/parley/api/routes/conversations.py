@@ -119,7 +119,7 @@ async def send_message(request: web.Request) -> web.Response:
 @endpoints.route(
     "POST", "/api/v1/conversations/{conversation_id}/read",
     summary="Mark the other member's messages read, up to `message_id` or all",
-    body=MarkReadBody, responses={200: ReadReceiptOut}, errors=(404,),
+    body=MarkReadBody, body_optional=True, responses={200: ReadReceiptOut}, errors=(404,),
 )
 async def mark_read(request: web.Request) -> web.Response:
     user = current_user(request)
