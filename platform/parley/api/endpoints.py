@@ -100,6 +100,12 @@ async def parse_body(request: web.Request, model: type[M], *, optional: bool = F
     return _validate(model, data)
 
 
+def validate_fields(model: type[M], data: dict[str, Any]) -> M:
+    """The model, or the ApiError the API answers with (422 validation_error naming the fields):
+    for the CLI, which shows the same message."""
+    return _validate(model, data)
+
+
 def parse_query(request: web.Request, model: type[M]) -> M:
     return _validate(model, dict(request.query))
 

@@ -4,9 +4,9 @@ fields, so a misspelt field is an error rather than silently ignored."""
 from __future__ import annotations
 
 from datetime import datetime
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -25,7 +25,7 @@ from parley.models import EmailDigest, UserKind
 from parley.schemas import ConversationOut, MessageOut
 from parley.services.conversations import INBOX_CURSOR_PATTERN, INBOX_DEFAULT_LIMIT, INBOX_MAX_LIMIT
 from parley.services.messages import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, MAX_ATTACHMENTS
-from parley.services.users import USERNAME_PATTERN
+from parley.services.users import USERNAME_PATTERN, is_valid_username
 
 
 def _storable(value: str) -> str:
@@ -41,9 +41,8 @@ def _storable(value: str) -> str:
 
 
 def _web_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
-        raise ValueError("must be an http(s) URL")
+    if not _WEB_URL.fullmatch(value):
+        raise ValueError("must be an http(s):// URL with a host, in printable ASCII (no spaces)")
     return value
 
 
@@ -73,9 +72,8 @@ def _documented(**schema: object) -> Field:  # type: ignore[valid-type]
 
 
 Text = Annotated[str, AfterValidator(_storable), _documented(pattern=NO_NUL_PATTERN)]
-WebUrl = Annotated[
-    str, Field(max_length=2048, pattern=WEB_URL_PATTERN), AfterValidator(_storable), AfterValidator(_web_url)
-]
+_WEB_URL = re.compile(WEB_URL_PATTERN)
+WebUrl = Annotated[str, Field(max_length=2048), _documented(pattern=WEB_URL_PATTERN), AfterValidator(_web_url)]
 MessageId = Annotated[str, _documented(pattern=ID_SCHEMA_PATTERN)]
 
 
@@ -94,8 +92,20 @@ class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
+USERNAME_RULE = "1 to 40 letters, digits, '.', '_' or '-', starting and ending with a letter or digit"
+
+
+def _username(value: str) -> str:
+    if not is_valid_username(value):
+        raise ValueError(f"must be {USERNAME_RULE}")
+    return value
+
+
 class CreateUserBody(RequestBody):
-    username: Annotated[str, Field(pattern=USERNAME_PATTERN, min_length=1, max_length=40)]
+    username: Annotated[
+        str, Field(min_length=1, max_length=40, description=USERNAME_RULE), AfterValidator(_username),
+        _documented(pattern=USERNAME_PATTERN),
+    ]
     name: Annotated[Text, Field(min_length=1, max_length=200)]
     email: EmailStr | None = None
     avatar_url: WebUrl | None = None
