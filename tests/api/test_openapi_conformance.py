@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,4 +73,5 @@ async def test_schemathesis_finds_nothing_as_the_admin_or_as_a_user(
     for name, authorization in (("admin", ADMIN["Authorization"]), ("user", user.auth["Authorization"])):
         returncode, output = await _schemathesis(base_url, authorization, tmp_path / name)
         assert returncode == 0, f"schemathesis as the {name}:\n{output[-12000:]}"
-        assert " 0 unique failures" in output or "No issues found" in output or "failures" not in output.split("SUMMARY")[-1], output[-4000:]
+        # Every operation but the WebSocket one was exercised.
+        assert re.search(r"Tested: +34\b", output), output[-4000:]

@@ -87,7 +87,8 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 @endpoints.route(
     "GET", "/api/v1/conversations/{conversation_id}/messages",
-    summary="History, oldest to newest: the last 50 by default; `before` pages back, `after` forward",
+    summary="History, oldest to newest: the last 50 by default; `before` pages back, `after` forward, both: "
+    "the messages between them",
     query=HistoryQuery, responses={200: HistoryOut}, errors=(404,),
 )
 async def list_messages(request: web.Request) -> web.Response:
