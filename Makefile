@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages run test bench
+.PHONY: setup system-packages jq run up test bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,19 @@ setup: $(STAMP)
 system-packages:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
+## jq, which the README's walkthrough uses to pick fields out of responses (Debian's package).
+jq:
+	@command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq; } \
+		|| echo "jq is missing and could not be installed: install it (e.g. sudo apt-get install jq) for the README's walkthrough"
+
 ## Set up and run all of Parley on its embedded defaults: the API, a Celery worker and beat, with
 ## SQLite and the embedded broker under ./var (no other server needed). Ctrl-C stops everything.
 run: setup
 	$(BIN)/parley up --demo
+
+## The same without the demo users: the README's walkthrough provisions its own.
+up: setup jq
+	$(BIN)/parley up
 
 ## Set up and run the whole test suite (needs PostgreSQL on 127.0.0.1:5432, trust auth).
 test: setup system-packages

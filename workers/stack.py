@@ -139,9 +139,19 @@ class Stack:
             log.info("stack.stopped", extra={"child": child.name, "returncode": returncode})
 
 
-def run_stack(children: list[Child], ready_url: str, on_ready: Callable[[], None]) -> int:
+def _say_stopping() -> None:
+    print("Stopping...", flush=True)
+
+
+def run_stack(
+    children: list[Child],
+    ready_url: str,
+    on_ready: Callable[[], None],
+    on_stopping: Callable[[], None] = _say_stopping,
+) -> int:
     """Start the children, call `on_ready` once the API answers, and run until SIGINT or SIGTERM
-    (exit 0) or until a child exits on its own (exit 1). Every child is stopped either way."""
+    (exit 0) or until a child exits on its own (exit 1). Every child is stopped either way; a stop
+    asked for is announced with `on_stopping` at once, since stopping takes a few seconds."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     stack = Stack(children)
@@ -162,6 +172,8 @@ def run_stack(children: list[Child], ready_url: str, on_ready: Callable[[], None
                 return 1
         return 0
     finally:
+        if stop.is_set():
+            on_stopping()
         stack.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

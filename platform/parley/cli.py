@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -82,20 +83,36 @@ def serve(host: str | None, port: int | None, migrate: bool | None, workers: int
             f"--workers {workers} needs PARLEY_REDIS_URL (e.g. redis://127.0.0.1:6379/0): the API processes "
             "share live events, presence and typing through Redis. Without it, run one process."
         )
-    _migrate_if_asked(settings, migrate)
     host, port = host or settings.host, port or settings.port
     if workers > 1:
+        _listenable(host, port)
+        _migrate_if_asked(settings, migrate)
         _serve_processes(host, port, workers)
         return
+    # Bound first: a busy address stops here, before anything has started.
+    listeners = _listen(host, port, reuse_port=reuse_port)
+    _migrate_if_asked(settings, migrate)
     web.run_app(
         init_app(settings),
         loop=new_event_loop(),
-        host=host,
-        port=port,
-        reuse_port=reuse_port or None,
+        sock=listeners,
         access_log=None,
         print=lambda line: click.echo(line),
     )
+
+
+def _listen(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    from parley.listening import AddressUnavailable, bind_listeners
+
+    try:
+        return bind_listeners(host, port, reuse_port=reuse_port)
+    except AddressUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _listenable(host: str, port: int) -> None:
+    for listener in _listen(host, port):
+        listener.close()
 
 
 def _serve_processes(host: str, port: int, workers: int) -> None:
@@ -134,15 +151,19 @@ def users() -> None:
 @click.option("--kind", type=click.Choice([k.value for k in UserKind]), default=UserKind.USER.value, show_default=True)
 def create_user(username: str, name: str, email: str | None, avatar_url: str | None, kind: str) -> None:
     """Create a user and print it as JSON."""
-    from pydantic import ValidationError
-
+    from parley.api.endpoints import validate_fields
+    from parley.api.errors import ApiError
     from parley.api.schemas import CreateUserBody
     from parley.services.users import NewUser, create_user as do_create_user
 
+    fields = {"username": username, "name": name, "email": email, "avatar_url": avatar_url, "kind": kind}
     try:
-        body = CreateUserBody(username=username, name=name, email=email, avatar_url=avatar_url, kind=UserKind(kind))
-    except ValidationError as exc:
-        raise click.ClickException(str(exc)) from None
+        body = validate_fields(CreateUserBody, {k: v for k, v in fields.items() if v is not None})
+    except ApiError as exc:  # what the API answers for the same fields
+        problems = "".join(
+            f"\n  --{str(f['field']).replace('_', '-')}: {f['message']}" for f in exc.details.get("fields", [])
+        )
+        raise click.ClickException(f"{exc.code}: {exc.error_message}{problems}") from None
     user = _with_session(_settings(), lambda s: do_create_user(s, NewUser(**body.model_dump())))
     click.echo(UserPrivateOut.model_validate(user).model_dump_json(indent=2))
 
@@ -169,8 +190,8 @@ def create_token(user_ref: str, name: str | None) -> None:
     click.echo(json.dumps(_with_session(_settings(), work), indent=2))
 
 
-# `parley worker` and `parley beat` hand every argument they do not know to Celery, --help included.
-CELERY_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+# `parley worker` and `parley beat` hand every argument they do not know to Celery; --help is Parley's.
+CELERY_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 DEMO_PEOPLE = (("alice", "Alice (demo)"), ("bob", "Bob (demo)"))
 
 
@@ -187,10 +208,25 @@ def _celery_app() -> ParleyCelery:
 @main.command(context_settings=CELERY_PASSTHROUGH)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(celery_args: tuple[str, ...]) -> None:
-    """Run a Celery worker on every queue (events, media, webhooks, mirror, email).
+    """Run a Celery worker on every queue (events, media, webhooks, mirror, email), with
+    PARLEY_* settings (broker: PARLEY_BROKER_URL).
 
-    The same as `celery -A workers.app worker`; other arguments go to Celery, e.g.
-    `parley worker -Q media -c 4`.
+    Other arguments go to Celery's worker; the useful ones:
+
+    \b
+      -Q, --queues events,media     only these queues (default: all five)
+      -c, --concurrency N           worker processes (default: one per CPU)
+      -n, --hostname NAME@%h        the worker's name, unique on a machine
+      -l, --loglevel LEVEL          default: PARLEY_LOG_LEVEL
+
+    \b
+    Examples:
+      parley worker                          every queue
+      parley worker -Q media -c 4            media processing only, 4 processes
+      parley worker -Q webhooks -n hooks@%h  a second worker on this machine
+
+    The same as `celery -A workers.app worker`; every Celery option is listed by
+    `celery -A workers.app worker --help`.
     """
     app = _celery_app()
     level = app.parley.settings.log_level
@@ -200,8 +236,23 @@ def worker(celery_args: tuple[str, ...]) -> None:
 @main.command(context_settings=CELERY_PASSTHROUGH)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def beat(celery_args: tuple[str, ...]) -> None:
-    """Run Celery beat: sweeps the outbox every PARLEY_OUTBOX_SWEEP_SECONDS. Run exactly one (a second
-    one only sweeps twice as often). The same as `celery -A workers.app beat`."""
+    """Run Celery beat, Parley's clock: it sweeps the outbox every PARLEY_OUTBOX_SWEEP_SECONDS,
+    wakes the webhook delivery engines and purges uploads never attached. Run exactly one (a
+    second one only sweeps twice as often).
+
+    Other arguments go to Celery's beat; the useful ones:
+
+    \b
+      -l, --loglevel LEVEL      default: PARLEY_LOG_LEVEL
+      -s, --schedule FILE       where beat keeps when each task last ran
+
+    \b
+    Example:
+      parley beat
+
+    The same as `celery -A workers.app beat`; every Celery option is listed by
+    `celery -A workers.app beat --help`.
+    """
     app = _celery_app()
     app.start(["beat", "--loglevel", app.parley.settings.log_level, *celery_args])
 
@@ -225,10 +276,12 @@ def up(host: str | None, port: int | None, demo: bool, migrate: bool | None, con
 
     settings = _settings()
     configure_logging(settings.log_level)
-    _migrate_if_asked(settings, migrate)
-    people = _with_session(settings, lambda s: _demo_people(s, settings)) if demo else None
     host = host or settings.host
     port = port or settings.port
+    # Before anything starts: a second `parley up` must not take the first one's API for its own.
+    _listenable(host, port)
+    _migrate_if_asked(settings, migrate)
+    people = _with_session(settings, lambda s: _demo_people(s, settings)) if demo else None
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard is not a URL to visit
     base = f"http://{shown_host}:{port}"
 
@@ -245,7 +298,10 @@ def up(host: str | None, port: int | None, demo: bool, migrate: bool | None, con
             click.echo(_describe_demo(base, people))
         click.echo("Press Ctrl-C to stop.\n")
 
-    raise SystemExit(run_stack(stack_children(host, port, concurrency), f"{base}/readyz", announce))
+    def stopping() -> None:
+        click.echo("Stopping Parley (API, worker, beat): a running task gets a few seconds to finish...")
+
+    raise SystemExit(run_stack(stack_children(host, port, concurrency), f"{base}/readyz", announce, stopping))
 
 
 def _demo_people(session: Session, settings: Settings) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Parley's settings: one object, read from the environment (prefix PARLEY_) and an optional .env.
 
 Every setting has an embedded default that needs no server, so `parley serve` on a fresh
-checkout runs on a SQLite file under ./var/. Bad values fail at start-up with the variable named.
+checkout runs on a SQLite file under ./var/. Bad values fail at start-up with the variable named;
+an empty value (`PARLEY_ADMIN_TOKEN=`) means the variable is not set.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        # `KEY=` (as in a copy of .env.example) means "not set": the default applies.
+        env_ignore_empty=True,
     )
 
     database_url: str = Field(

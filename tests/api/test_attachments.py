@@ -412,7 +412,8 @@ async def test_the_upload_is_documented_as_a_multipart_form(client: TestClient) 
     document = await (await client.get("/openapi.json")).json()
     upload_doc = document["paths"]["/api/v1/attachments"]["post"]
     form = upload_doc["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert form["properties"]["file"] == {"type": "string", "format": "binary"}
+    assert form["properties"]["file"] == {"type": "string", "format": "binary", "minLength": 1, "description": "Not empty."}
+    assert form["additionalProperties"] is False
     assert {"201", "400", "401", "413", "415"} <= set(upload_doc["responses"])
 
 

@@ -131,12 +131,26 @@ async def test_a_history_page_is_stable_while_new_messages_arrive(client, make_p
 async def test_history_rejects_bad_paging_parameters(client, make_person: MakePerson) -> None:
     alice, _, cid = await _pair(client, make_person)
     url = f"/api/v1/conversations/{cid}/messages"
-    for params in ({"limit": "0"}, {"limit": "201"}, {"limit": "many"}, {"before": "nope"},
-                   {"before": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "after": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}, {"sort": "desc"}):
+    for params in ({"limit": "0"}, {"limit": "201"}, {"limit": "many"}, {"before": "nope"}, {"sort": "desc"}):
         response = await client.get(url, params=params, headers=alice.auth)
         assert response.status == 422, params
         assert (await response.json())["error"]["code"] == "validation_error", params
     assert (await client.get(url, params={"limit": "200"}, headers=alice.auth)).status == 200
+
+
+async def test_history_between_two_messages_pages_forward_from_after_up_to_before(
+    client, make_person: MakePerson
+) -> None:
+    alice, bob, cid = await _pair(client, make_person)
+    sent = [(await send(client, alice, cid, f"m{n}"))["id"] for n in range(6)]
+    url = f"/api/v1/conversations/{cid}/messages"
+
+    page = await (await client.get(url, params={"after": sent[0], "before": sent[5], "limit": "3"},
+                                   headers=bob.auth)).json()
+    rest = await (await client.get(url, params={"after": sent[3], "before": sent[5]}, headers=bob.auth)).json()
+
+    assert [m["id"] for m in page["items"]] == sent[1:4] and page["has_more"] is True
+    assert [m["id"] for m in rest["items"]] == sent[4:5] and rest["has_more"] is False
 
 
 async def test_reading_a_conversation_marks_the_other_members_messages_read(client, make_person: MakePerson) -> None:

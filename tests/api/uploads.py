@@ -29,7 +29,6 @@ def multipart_body(filename: str, data: bytes, content_type: str = "application/
     else:  # RFC 5987, as browsers send names that a quoted header value cannot carry
         name_param = f"filename*=UTF-8''{quote(filename, safe='')}"
     head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; {name_param}\r\n'
         f"Content-Type: {content_type}\r\n\r\n"
     ).encode()

@@ -132,5 +132,7 @@ def init_app(settings: Settings) -> web.Application:
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
     app.router.add_static("/docs/static", meta.SWAGGER_STATIC)
-    app[meta.OPENAPI_KEY] = build_openapi(endpoints, version=meta.parley_version())
+    app[meta.OPENAPI_KEY] = build_openapi(
+        endpoints, version=meta.parley_version(), max_message_chars=settings.max_message_chars
+    )
     return app

@@ -33,6 +33,8 @@ class Endpoint:
     include_in_schema: bool
     # Takes a multipart/form-data body with a file in this field, instead of a JSON `body`.
     upload_field: str | None = None
+    # The JSON body may be left out (parse_body(..., optional=True)).
+    body_optional: bool = False
 
 
 @dataclass
@@ -53,12 +55,13 @@ class EndpointTable:
         errors: tuple[int, ...] = (),
         include_in_schema: bool = True,
         upload_field: str | None = None,
+        body_optional: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
                 Endpoint(
                     method, path, handler, summary, auth, body, query, responses, errors, self.tag, include_in_schema,
-                    upload_field,
+                    upload_field, body_optional,
                 )
             )
             return handler
@@ -94,6 +97,12 @@ async def parse_body(request: web.Request, model: type[M], *, optional: bool = F
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    return _validate(model, data)
+
+
+def validate_fields(model: type[M], data: dict[str, Any]) -> M:
+    """The model, or the ApiError the API answers with (422 validation_error naming the fields):
+    for the CLI, which shows the same message."""
     return _validate(model, data)
 
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from parley.api.schemas import Id, RequestBody, Text, WebUrl
+from parley.events import PUBLIC_EVENT_TYPES
 from parley.models import DeliveryStatus, WebhookEndpoint
+from parley.services.webhook_matching import ALL_EVENTS
 from parley.services.webhooks import DELIVERIES_DEFAULT_LIMIT, DELIVERIES_MAX_LIMIT, DeliveryRecord
 
+# The event types an endpoint may ask for: the document lists them, the service refuses others
+# (422 unknown_event_type).
+EVENT_TYPE_CHOICES = sorted(t.value for t in PUBLIC_EVENT_TYPES) + [ALL_EVENTS]
 EventTypes = Annotated[
-    list[Annotated[str, Field(max_length=64)]],
+    list[Annotated[str, Field(max_length=64, json_schema_extra={"enum": EVENT_TYPE_CHOICES})]],
     Field(min_length=1, max_length=50, description='Event types to receive, or ["*"] for all, including types added later.'),
 ]
 
@@ -21,19 +27,30 @@ class CreateWebhookBody(RequestBody):
     url: WebUrl
     description: Annotated[Text, Field(max_length=500)] | None = None
     event_types: EventTypes = ["*"]
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class UpdateWebhookBody(RequestBody):
     url: WebUrl | None = None
     description: Annotated[Text, Field(max_length=500)] | None = None
     event_types: EventTypes | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class DeliveriesQuery(RequestBody):
     before: Id | None = Field(default=None, description="Page back: deliveries older than this delivery id.")
     limit: Annotated[int, Field(ge=1, le=DELIVERIES_MAX_LIMIT)] = DELIVERIES_DEFAULT_LIMIT
+
+
+# RFC 3339, what the document's `format: date-time` means: pydantic alone would also take other
+# ISO 8601 forms and numbers (seconds since 1970).
+RFC3339_DATE_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+
+
+def _rfc3339(value: object) -> object:
+    if not isinstance(value, str) or not RFC3339_DATE_TIME.match(value):
+        raise ValueError("must be an RFC 3339 date-time, e.g. 2026-11-21T12:00:00Z")
+    return value
 
 
 def _in_utc(value: datetime) -> datetime:
@@ -45,7 +62,9 @@ def _in_utc(value: datetime) -> datetime:
 
 
 class ReplayQuery(RequestBody):
-    since: Annotated[AwareDatetime, AfterValidator(_in_utc)] = Field(description="Re-send every event since this time (ISO 8601 with a zone).")
+    since: Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc)] = Field(
+        description="Re-send every event since this time (RFC 3339, with a zone)."
+    )
 
 
 class WebhookOut(BaseModel):

@@ -209,7 +209,10 @@ def _replay(session: Session, sender_id: str, conversation_id: str, draft: Messa
 def _history_query(*, direction: str) -> Select[Any]:
     query = select(*MESSAGE_COLUMNS).where(Message.conversation_id == bindparam("conversation_id", type_=String()))
     bound = bindparam("bound", type_=String())
-    if direction == "forward":
+    if direction == "between":
+        upper = bindparam("upper", type_=String())
+        query = query.where(Message.id < upper)
+    if direction in ("forward", "between"):
         return query.where(Message.id > bound).order_by(Message.id.asc()).limit(bindparam("limit", type_=Integer()))
     if direction == "back_from":
         query = query.where(Message.id < bound)
@@ -220,12 +223,14 @@ def _history_query(*, direction: str) -> Select[Any]:
 _HISTORY_LATEST = _history_query(direction="latest")
 _HISTORY_BACK_FROM = _history_query(direction="back_from")
 _HISTORY_FORWARD = _history_query(direction="forward")
+_HISTORY_BETWEEN = _history_query(direction="between")
 
 
 @dataclass(frozen=True)
 class HistoryPage:
     items: list[MessageOut]
-    # Paging back (default, or `before`): older messages exist. Paging forward (`after`): newer ones do.
+    # Paging back (default, or `before`): older messages exist. Paging forward (`after`, or between
+    # `after` and `before`): newer ones do (before `before`).
     has_more: bool
 
 
@@ -240,21 +245,23 @@ def list_history(
 ) -> HistoryPage:
     """A page of messages, oldest to newest. Pages are cut at message ids, which are time-ordered
     and never change, so messages arriving meanwhile never shift or repeat a page."""
-    if before is not None and after is not None:
-        raise field_error("before", "give before or after, not both")
     for name, value in (("before", before), ("after", after)):
         if value is not None and not is_valid_id(value):
             raise field_error(name, "must be a message id")
     limit = max(1, min(limit, HISTORY_MAX_LIMIT))
     with reading(session):
         conversation = get_member_conversation(session, conversation_id, viewer.id)
-        if after is not None:
+        if after is not None and before is not None:
+            query, bound = _HISTORY_BETWEEN, after
+        elif after is not None:
             query, bound = _HISTORY_FORWARD, after
         elif before is not None:
             query, bound = _HISTORY_BACK_FROM, before
         else:
             query, bound = _HISTORY_LATEST, None
         params = {"conversation_id": conversation_id, "bound": bound, "limit": limit + 1}
+        if query is _HISTORY_BETWEEN:
+            params["upper"] = before
         rows = list((session.execute(query, params)).all())
         page = rows[:limit]
         if after is None:

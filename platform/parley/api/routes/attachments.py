@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from integrations.media.sniffing import sniff
@@ -36,21 +36,35 @@ def _bad_upload(message: str) -> ApiError:
     return ApiError(400, "invalid_upload", message)
 
 
-async def _file_part(request: web.Request) -> BodyPartReader:
-    """The first part of the form that carries a file."""
+async def _file_part(request: web.Request) -> tuple[MultipartReader, BodyPartReader]:
+    """The form's one part: a file. Like unknown JSON fields, other fields are refused."""
     if request.content_type != "multipart/form-data":
         raise _bad_upload("send the file as multipart/form-data, in a part with a filename")
     try:
         reader = await request.multipart()
-        while True:
-            part = await reader.next()
-            if part is None:
-                raise _bad_upload("the form has no file part")
-            if isinstance(part, BodyPartReader) and part.filename is not None:
-                return part
-            await part.release()  # a plain field: skipped
+        part = await reader.next()
+        if part is None:
+            raise _bad_upload("the form has no file part")
+        if not isinstance(part, BodyPartReader) or part.filename is None or part.name != "file":
+            raise _unexpected_field(part)
+        return reader, part
     except MALFORMED as exc:
         raise _bad_upload(f"malformed multipart body: {exc}") from None
+
+
+def _unexpected_field(part: object) -> ApiError:
+    name = getattr(part, "name", None)
+    return ApiError(422, "validation_error", "the form takes one field: file, with a filename",
+                    {"fields": [{"field": str(name), "message": "send only the file, in a part named file"}]})
+
+
+async def _no_more_parts(reader: MultipartReader) -> None:
+    try:
+        extra = await reader.next()
+    except MALFORMED as exc:
+        raise _bad_upload(f"malformed multipart body: {exc}") from None
+    if extra is not None:
+        raise _unexpected_field(extra)
 
 
 async def _receive(part: BodyPartReader, staging: UploadStaging) -> None:
@@ -80,10 +94,11 @@ async def upload_attachment(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD_BYTES:
         # Refused before a byte is read.
         raise TooLarge(f"the file is larger than {limit} bytes", details={"max_bytes": limit})
-    part = await _file_part(request)
+    reader, part = await _file_part(request)
     staging = await asyncio.to_thread(UploadStaging, staging_directory(settings.storage_path), limit)
     try:
         await _receive(part, staging)
+        await _no_more_parts(reader)
     except BaseException:
         await asyncio.to_thread(staging.discard)
         raise

@@ -82,7 +82,8 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 @endpoints.route(
     "GET", "/api/v1/conversations/{conversation_id}/messages",
-    summary="History, oldest to newest: the last 50 by default; `before` pages back, `after` forward",
+    summary="History, oldest to newest: the last 50 by default; `before` pages back, `after` forward, both: "
+    "the messages between them",
     query=HistoryQuery, responses={200: HistoryOut}, errors=(404,),
 )
 async def list_messages(request: web.Request) -> web.Response:
@@ -113,7 +114,7 @@ async def send_message(request: web.Request) -> web.Response:
 @endpoints.route(
     "POST", "/api/v1/conversations/{conversation_id}/read",
     summary="Mark the other member's messages read, up to `message_id` or all",
-    body=MarkReadBody, responses={200: ReadReceiptOut}, errors=(404,),
+    body=MarkReadBody, body_optional=True, responses={200: ReadReceiptOut}, errors=(404,),
 )
 async def mark_read(request: web.Request) -> web.Response:
     user = current_user(request)

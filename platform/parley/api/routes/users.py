@@ -73,7 +73,7 @@ async def update_my_settings(request: web.Request) -> web.Response:
 
 @endpoints.route(
     "POST", "/api/v1/users/{user_id}/tokens", summary="Mint an API token for a user (admin); shown once",
-    auth="admin", body=CreateTokenBody, responses={201: TokenCreatedOut}, errors=(404,),
+    auth="admin", body=CreateTokenBody, body_optional=True, responses={201: TokenCreatedOut}, errors=(404,),
 )
 async def create_token(request: web.Request) -> web.Response:
     require_admin(request)
