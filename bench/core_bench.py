@@ -448,7 +448,7 @@ async def load_fixture(sessions: async_sessionmaker[AsyncSession], targets_per_s
     fixture = Fixture(heavy, long_id, long_count, heavy_count, senders, targets)
     for user_id in [heavy, *senders]:
         async with sessions() as session:
-            fixture.tokens[user_id] = (await create_token(session, user_id, name="bench")).secret
+            fixture.tokens[user_id] = (await session.run_sync(create_token, user_id, name="bench")).secret
     return fixture
 
 
@@ -785,11 +785,11 @@ async def bench_direct(settings: Settings, sessions: async_sessionmaker[AsyncSes
 
     async def history() -> None:
         async with sessions() as session:
-            await list_history(session, heavy, fixture.long_conversation_id, limit=PAGE)
+            await session.run_sync(list_history, heavy, fixture.long_conversation_id, limit=PAGE)
 
     async def inbox() -> None:
         async with sessions() as session:
-            await list_inbox(session, heavy, limit=PAGE)
+            await session.run_sync(list_inbox, heavy, limit=PAGE)
 
     meter = CpuMeter(None)
     history_result = Result("history latest (service only)")
@@ -808,7 +808,7 @@ async def bench_direct(settings: Settings, sessions: async_sessionmaker[AsyncSes
             draft = MessageDraft(content=f"direct bench send {n} #{i}")
             started = time.perf_counter()
             async with sessions() as session:
-                await send_message(session, settings, users[sender_id], targets[i % len(targets)], draft)
+                await session.run_sync(send_message, settings, users[sender_id], targets[i % len(targets)], draft)
             send_result.latencies_s.append(time.perf_counter() - started)
 
     cpu = meter.sample()
@@ -837,16 +837,16 @@ async def explain_pages(engine: AsyncEngine, sessions: async_sessionmaker[AsyncS
     try:
         async with sessions() as session:
             label = "inbox, first page"
-            page = await list_inbox(session, heavy, limit=PAGE)
+            page = await session.run_sync(list_inbox, heavy, limit=PAGE)
         async with sessions() as session:
             label = "inbox, second page (cursor)"
-            await list_inbox(session, heavy, cursor=page.next_cursor, limit=PAGE)
+            await session.run_sync(list_inbox, heavy, cursor=page.next_cursor, limit=PAGE)
         async with sessions() as session:
             label = "history, latest page"
-            history = await list_history(session, heavy, fixture.long_conversation_id, limit=PAGE)
+            history = await session.run_sync(list_history, heavy, fixture.long_conversation_id, limit=PAGE)
         async with sessions() as session:
             label = "history, before="
-            await list_history(session, heavy, fixture.long_conversation_id, before=history.items[0].id, limit=PAGE)
+            await session.run_sync(list_history, heavy, fixture.long_conversation_id, before=history.items[0].id, limit=PAGE)
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", capture)
 

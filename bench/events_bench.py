@@ -179,11 +179,11 @@ async def make_senders(settings: Settings, conversations: int, prefix: str = "")
     try:
         async with sessions() as session:
             for n in range(conversations):
-                alice = await create_user(session, NewUser(username=f"{prefix}a{n}", name=f"A{n}"))
-                bob = await create_user(session, NewUser(username=f"{prefix}b{n}", name=f"B{n}"))
-                conversation, _ = await get_or_create_conversation(session, alice, OtherUser(user_id=bob.id))
-                sender = await create_token(session, alice.id, "bench")
-                recipient = await create_token(session, bob.id, "bench")
+                alice = await session.run_sync(create_user, NewUser(username=f"{prefix}a{n}", name=f"A{n}"))
+                bob = await session.run_sync(create_user, NewUser(username=f"{prefix}b{n}", name=f"B{n}"))
+                conversation, _ = await session.run_sync(get_or_create_conversation, alice, OtherUser(user_id=bob.id))
+                sender = await session.run_sync(create_token, alice.id, "bench")
+                recipient = await session.run_sync(create_token, bob.id, "bench")
                 senders.append(Sender(conversation.id, _bearer(sender.secret), _bearer(recipient.secret)))
     finally:
         await engine.dispose()

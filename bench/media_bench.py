@@ -87,8 +87,8 @@ async def make_uploader(database_url: str) -> dict[str, str]:
     engine = create_async_db_engine(settings)
     try:
         async with async_session_factory(engine)() as session:
-            user = await create_user(session, NewUser(username="uploader", name="Uploader"))
-            token = await create_token(session, user.id, "bench")
+            user = await session.run_sync(create_user, NewUser(username="uploader", name="Uploader"))
+            token = await session.run_sync(create_token, user.id, "bench")
     finally:
         await engine.dispose()
     return {"Authorization": f"Bearer {token.secret}"}

@@ -110,13 +110,14 @@ async def prepare(settings: Settings, receiver_port: int, endpoints: int, hangin
     guard = UrlGuard(settings)
     try:
         async with sessions() as session:
-            alice = await create_user(session, NewUser(username="alice", name="Alice"))
-            bob = await create_user(session, NewUser(username="bob", name="Bob"))
-            conversation, _ = await get_or_create_conversation(session, alice, OtherUser(user_id=bob.id))
+            alice = await session.run_sync(create_user, NewUser(username="alice", name="Alice"))
+            bob = await session.run_sync(create_user, NewUser(username="bob", name="Bob"))
+            conversation, _ = await session.run_sync(get_or_create_conversation, alice, OtherUser(user_id=bob.id))
             for n in range(endpoints):
                 kind = "hang" if n < hanging else "ok"
                 draft = EndpointDraft(url=f"http://127.0.0.1:{receiver_port}/{kind}/{n}")
-                created = await create_endpoint(session, settings, None, draft, guard)
+                guard(draft.url)  # as the API does before it records an endpoint
+                created = await session.run_sync(create_endpoint, settings, None, draft)
                 if kind == "hang":
                     hanging_ids.add(created.endpoint.id)
     finally:

@@ -7,13 +7,17 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy import select, text
 
 from parley.config import load_settings
 from parley.db import create_sync_db_engine, sync_session_factory, transaction
 from parley.events import EventType, MessageRead
 from parley.models import Event, utcnow
+from parley.services.conversations import OtherUser, get_or_create_conversation
+from parley.services.messages import MessageDraft, send_message
 from parley.services.outbox import record_event
+from parley.services.users import NewUser, create_user
 from tests.conftest import empty_all_tables
 
 
@@ -21,10 +25,17 @@ def _receipt() -> MessageRead:
     return MessageRead(conversation_id="c", reader_id="r", up_to_message_id=None, read_at=utcnow(), count=1)
 
 
-def test_a_later_event_writer_waits_for_the_earlier_ones_commit(postgres_url: str) -> None:
+@pytest.mark.parametrize("second_writer", ["record_event", "send_message"])
+def test_a_later_event_writer_waits_for_the_earlier_ones_commit(postgres_url: str, second_writer: str) -> None:
+    """Both ways events are written wait: record_event, and the one-statement text send."""
     empty_all_tables(postgres_url)
-    engine = create_sync_db_engine(load_settings(database_url=postgres_url))
+    settings = load_settings(database_url=postgres_url)
+    engine = create_sync_db_engine(settings)
     sessions = sync_session_factory(engine)
+    with sessions() as setup:
+        alice = create_user(setup, NewUser(username="alice", name="Alice"))
+        bob = create_user(setup, NewUser(username="bob", name="Bob"))
+        conversation, _ = get_or_create_conversation(setup, alice, OtherUser(user_id=bob.id))
     pool = ThreadPoolExecutor(1)
     try:
         with sessions() as first, sessions() as second, sessions() as observer:
@@ -32,6 +43,9 @@ def test_a_later_event_writer_waits_for_the_earlier_ones_commit(postgres_url: st
                 record_event(first, EventType.MESSAGE_READ, _receipt(), conversation_id="first", audience=["r"])
 
                 def write_second() -> None:
+                    if second_writer == "send_message":
+                        send_message(second, settings, alice, conversation.id, MessageDraft(content="second"))
+                        return
                     with transaction(second):
                         record_event(second, EventType.MESSAGE_READ, _receipt(), conversation_id="second", audience=["r"])
 
@@ -50,8 +64,10 @@ def test_a_later_event_writer_waits_for_the_earlier_ones_commit(postgres_url: st
                 # Leaving `transaction(first)` commits the first event, which lets the second go.
             later.result(timeout=10)
             with observer.begin():
-                rows = observer.execute(select(Event.conversation_id).order_by(Event.id)).scalars().all()
-            assert rows == ["first", "second"]
+                rows = observer.execute(
+                    select(Event.conversation_id).where(Event.type != "conversation.created").order_by(Event.id)
+                ).scalars().all()
+            assert rows == ["first", "second" if second_writer == "record_event" else conversation.id]
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         engine.dispose()

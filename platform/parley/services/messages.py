@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import mimetypes
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Integer, Select, String, bindparam, case, or_, select
+from sqlalchemy import Integer, Select, String, bindparam, case, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from parley.config import Settings
-from parley.db import reading, transaction
+from parley.db import note_events_recorded, reading, transaction
 from parley.errors import Conflict, Forbidden, Invalid, NotFound
 from parley.events import EventType, MessageCreated, MessageDeleted
 from parley.ids import is_valid_id, new_id
@@ -28,7 +29,7 @@ from parley.services.message_views import (
     summary_of,
     user_summaries,
 )
-from parley.services.outbox import record_event
+from parley.services.outbox import EVENT_ORDER_LOCK_KEY, record_event
 
 MAX_ATTACHMENTS = 10
 DELETED_CONTENT = "This message was deleted"
@@ -107,6 +108,8 @@ def _write_message(session: Session, conversation_id: str, sender: User, draft: 
         raise not_found
     now = utcnow()
     connection = session.connection()
+    if connection.dialect.name == "postgresql" and not draft.attachments and not draft.attachment_ids:
+        return _write_text_message_in_one_statement(session, conversation_id, sender, draft, now)
     bump = {"conversation_id": conversation_id, "sender_id": sender.id, "now": now}
     members = connection.execute(_BUMP_CONVERSATION, bump).first()
     if members is None:
@@ -136,6 +139,68 @@ def _write_message(session: Session, conversation_id: str, sender: User, draft: 
         session, EventType.MESSAGE_CREATED, MessageCreated(message=view), conversation_id=conversation_id, audience=members
     )
     return view
+
+
+def _write_text_message_in_one_statement(
+    session: Session, conversation_id: str, sender: User, draft: MessageDraft, now: datetime
+) -> MessageOut:
+    """_write_message for a message without attachments on PostgreSQL, in one round trip: the same
+    bump (membership and row lock), message row, event-order lock and `message.created` event
+    (audience: both members) as the general path, as one statement of data-modifying CTEs. The
+    send is the hottest path there is; four round trips become one."""
+    values = {
+        "id": new_id(),
+        "conversation_id": conversation_id,
+        "sender_id": sender.id,
+        "content": draft.content,
+        "created_at": now,
+        "updated_at": now,
+        "read_at": None,
+        "deleted_at": None,
+        "client_id": draft.client_id,
+        "source": draft.source,
+    }
+    view = message_view(values, summary_of(sender), [])
+    params = {
+        "id": values["id"],
+        "conversation_id": conversation_id,
+        "sender_id": sender.id,
+        "content": draft.content,
+        "client_id": draft.client_id,
+        "source": draft.source.value,
+        "now": now,
+        "payload": MessageCreated(message=view).model_dump_json(),
+    }
+    if session.connection().execute(_SEND_TEXT_MESSAGE, params).first() is None:
+        raise NotFound("no such conversation", details={"conversation_id": conversation_id})
+    note_events_recorded(session)
+    return view
+
+
+# The dependencies between the CTEs order them: the event's identity value is drawn only after
+# the event-order lock is held (see parley.services.outbox.EVENT_ORDER_LOCK).
+_SEND_TEXT_MESSAGE = text(f"""
+WITH bumped AS (
+    UPDATE conversations SET updated_at = GREATEST(updated_at, :now)
+    WHERE id = :conversation_id AND (initiator_id = :sender_id OR recipient_id = :sender_id)
+    RETURNING initiator_id, recipient_id
+), message AS (
+    INSERT INTO messages (id, conversation_id, sender_id, content, created_at, updated_at, read_at, deleted_at,
+                          client_id, source)
+    SELECT :id, :conversation_id, :sender_id, :content, :now, :now, NULL, NULL, :client_id, :source FROM bumped
+    RETURNING id
+), ordered AS (
+    SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK_KEY}) FROM message
+), event AS (
+    INSERT INTO events (type, conversation_id, audience, payload, created_at, dispatch_count)
+    SELECT '{EventType.MESSAGE_CREATED.value}', :conversation_id,
+           jsonb_build_array(LEAST(initiator_id, recipient_id), GREATEST(initiator_id, recipient_id)),
+           CAST(:payload AS jsonb), :now, 0
+    FROM bumped, ordered
+    RETURNING id
+)
+SELECT id FROM event
+""").bindparams(bindparam("now", type_=UTCDateTime()))
 
 
 # Built once, and run on the connection (Core, not the ORM): this is the send path.

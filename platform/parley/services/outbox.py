@@ -19,7 +19,8 @@ from parley.models import Event
 # insert and hold it to commit: the next writer's id comes after this one is visible. It serialises
 # only the short tail of event-writing transactions (insert to commit), so record events last.
 # SQLite needs nothing: its write transactions are already serial (BEGIN IMMEDIATE).
-EVENT_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(7310582945120001)")
+EVENT_ORDER_LOCK_KEY = 7310582945120001
+EVENT_ORDER_LOCK = text(f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK_KEY})")
 _INSERT_EVENT = insert(Event)
 
 
