@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from parley.config import Settings
-from parley.db import note_events_recorded, reading, transaction
+from parley.db import note_events_recorded, one_statement, reading, transaction
 from parley.errors import Conflict, Forbidden, Invalid, NotFound
 from parley.events import EventType, MessageCreated, MessageDeleted
 from parley.ids import is_valid_id, new_id
@@ -81,6 +81,8 @@ def send_message(
     caller's, if one is open). Returns (message, created): a repeated `client_id` returns the
     message first sent with it and creates nothing."""
     check_draft(draft, settings)
+    if _is_plain_text(draft) and not session.in_transaction() and session.get_bind().dialect.name == "postgresql":
+        return _send_text_in_one_statement(session, sender, conversation_id, draft)
     with transaction(session):
         if draft.client_id is None:
             return _write_message(session, conversation_id, sender, draft), True
@@ -99,6 +101,35 @@ def send_message(
             return original, False
 
 
+def _is_plain_text(draft: MessageDraft) -> bool:
+    return not draft.attachments and not draft.attachment_ids
+
+
+def _send_text_in_one_statement(
+    session: Session, sender: User, conversation_id: str, draft: MessageDraft
+) -> tuple[MessageOut, bool]:
+    """send_message's own-transaction path for a text message on PostgreSQL: the write is one
+    statement (_write_text_message_in_one_statement), atomic by itself, so it needs no BEGIN or
+    COMMIT round trip. A repeated client_id is answered from the first read, or, when a
+    concurrent send of it won the race, from the read after the unique violation."""
+    if draft.client_id is not None:
+        with reading(session):
+            original = _replay(session, sender.id, conversation_id, draft)
+        if original is not None:
+            return original, False
+    try:
+        with one_statement(session):
+            return _write_text_message_in_one_statement(session, conversation_id, sender, draft, utcnow()), True
+    except IntegrityError:
+        if draft.client_id is None:
+            raise
+        with reading(session):
+            original = _replay(session, sender.id, conversation_id, draft)
+        if original is None:
+            raise
+        return original, False
+
+
 def _write_message(session: Session, conversation_id: str, sender: User, draft: MessageDraft) -> MessageOut:
     """Bump the conversation's activity (which also proves the sender is a member, and locks the
     row so one conversation's sends queue), insert the message and its attachments, and record
@@ -108,7 +139,7 @@ def _write_message(session: Session, conversation_id: str, sender: User, draft: 
         raise not_found
     now = utcnow()
     connection = session.connection()
-    if connection.dialect.name == "postgresql" and not draft.attachments and not draft.attachment_ids:
+    if connection.dialect.name == "postgresql" and _is_plain_text(draft):
         return _write_text_message_in_one_statement(session, conversation_id, sender, draft, now)
     bump = {"conversation_id": conversation_id, "sender_id": sender.id, "now": now}
     members = connection.execute(_BUMP_CONVERSATION, bump).first()
