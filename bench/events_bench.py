@@ -14,7 +14,7 @@ What it does, all on 127.0.0.1 and all cleaned up afterwards:
    dispatched (its task is in Redis) and to the no-op consumer starting on it (the receipt's
    timestamp, taken inside the consumer's transaction): median, p95, p99, max.
 4. Steady phase: commits --rate events/s for --seconds straight into the outbox (a transaction
-   every 10 ms, a nudge at most every 20 ms, as API processes would, without HTTP, whose cost is
+   every 10 ms, a nudge at most every 50 ms, as API processes would, without HTTP, whose cost is
    the API's), and reports the same two latencies.
 5. Backlog phase: bulk-inserts --backlog undispatched events straight into the outbox (what a
    broker outage leaves behind), nudges once, and reports the events/s dispatched (to the last
@@ -57,7 +57,8 @@ from parley.services.conversations import OtherUser, get_or_create_conversation
 from parley.services.tokens import create_token
 from parley.services.users import NewUser, create_user
 from workers.celery_app import create_celery_app
-from workers.tasks import DISPATCH_TASK
+from workers.nudger import NUDGE_MIN_INTERVAL_SECONDS
+from workers.task_names import DISPATCH_TASK
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSUMER = "log"
@@ -267,7 +268,7 @@ def steady_arrival(  # type: ignore[no-untyped-def]
     settings: Settings, engine, senders: list[Sender], rate: float, seconds: float
 ) -> int:
     """Commit `rate` events a second for `seconds`, as API processes would (a transaction every
-    10 ms holding that tick's events, a nudge at most every 20 ms like the API's nudger), without
+    10 ms holding that tick's events, a nudge at most every NUDGE_MIN_INTERVAL_SECONDS like the API's nudger), without
     the HTTP layer, whose cost is the API's and not the pipeline's. Returns the events written."""
     celery = create_celery_app(settings)
     tick = 0.01
@@ -289,7 +290,7 @@ def steady_arrival(  # type: ignore[no-untyped-def]
                     ])
             written += per_tick
             now = time.perf_counter()
-            if now - last_nudge >= 0.02:
+            if now - last_nudge >= NUDGE_MIN_INTERVAL_SECONDS:
                 celery.send_task(DISPATCH_TASK, retry=False)
                 last_nudge = now
             next_tick += tick
