@@ -71,7 +71,7 @@ AfterCommit = Callable[[Sequence[EventDelivery]], None]
 
 @dataclass(frozen=True)
 class Consumer:
-    name: str  # stable: receipts are keyed by it, so renaming a consumer re-runs it on old events
+    name: str  # stable: receipts are keyed by it, so a renamed consumer is a new one (no receipts)
     event_types: frozenset[EventType]
     handle: Handler
     kind: WorkKind  # its queue; any but EVENTS

@@ -1,5 +1,5 @@
 """Which webhook endpoints an event goes to, and the delivery rows that say so. Shared by the
-fan-out consumer (worker, synchronous session) and replays and redeliveries (API, async session):
+fan-out consumer (a worker) and replays and redeliveries (the API), through the same services:
 the rules and the statements are built here once, each caller executes them."""
 
 from __future__ import annotations
