@@ -40,10 +40,11 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from events_bench import (  # noqa: E402  (sibling scripts, not a package)
-    ROOT,
     Sender,
     child,
     make_senders,
+    private_database,
+    private_redis,
     wait_for,
 )
 from realtime_bench import api_env, send_and_deliver, start_api  # noqa: E402
@@ -176,8 +177,6 @@ def main() -> None:
     parser.add_argument("--profile", type=float, default=0.0, help="py-spy the API for this many seconds")
     args = parser.parse_args()
 
-    from events_bench import private_database, private_redis
-
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="parley-send-bench-") as tmp:
         workdir = Path(tmp)
         database_url = stack.enter_context(private_database(args.postgres))
@@ -194,7 +193,6 @@ def main() -> None:
                 asyncio.run(send_and_deliver(base, pairs[:count], args.seconds))
         if not args.skip_consumers:
             measure_consumers(env, database_url, args.events, workdir)
-    _ = ROOT
 
 
 if __name__ == "__main__":

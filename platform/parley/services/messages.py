@@ -145,18 +145,7 @@ def _write_message(session: Session, conversation_id: str, sender: User, draft: 
     members = connection.execute(_BUMP_CONVERSATION, bump).first()
     if members is None:
         raise not_found
-    values = {
-        "id": new_id(),
-        "conversation_id": conversation_id,
-        "sender_id": sender.id,
-        "content": draft.content,
-        "created_at": now,
-        "updated_at": now,
-        "read_at": None,
-        "deleted_at": None,
-        "client_id": draft.client_id,
-        "source": draft.source,
-    }
+    values = _message_row(conversation_id, sender, draft, now)
     connection.execute(_INSERT_MESSAGE, values)
     attachments = [_attachment_row(values["id"], a) for a in draft.attachments]
     if attachments:
@@ -172,14 +161,8 @@ def _write_message(session: Session, conversation_id: str, sender: User, draft: 
     return view
 
 
-def _write_text_message_in_one_statement(
-    session: Session, conversation_id: str, sender: User, draft: MessageDraft, now: datetime
-) -> MessageOut:
-    """_write_message for a message without attachments on PostgreSQL, in one round trip: the same
-    bump (membership and row lock), message row, event-order lock and `message.created` event
-    (audience: both members) as the general path, as one statement of data-modifying CTEs. The
-    send is the hottest path there is; four round trips become one."""
-    values = {
+def _message_row(conversation_id: str, sender: User, draft: MessageDraft, now: datetime) -> dict[str, Any]:
+    return {
         "id": new_id(),
         "conversation_id": conversation_id,
         "sender_id": sender.id,
@@ -191,6 +174,16 @@ def _write_text_message_in_one_statement(
         "client_id": draft.client_id,
         "source": draft.source,
     }
+
+
+def _write_text_message_in_one_statement(
+    session: Session, conversation_id: str, sender: User, draft: MessageDraft, now: datetime
+) -> MessageOut:
+    """_write_message for a message without attachments on PostgreSQL, in one round trip: the same
+    bump (membership and row lock), message row, event-order lock and `message.created` event
+    (audience: both members) as the general path, as one statement of data-modifying CTEs. The
+    send is the hottest path there is; four round trips become one."""
+    values = _message_row(conversation_id, sender, draft, now)
     view = message_view(values, summary_of(sender), [])
     params = {
         "id": values["id"],
