@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, SessionTransactionOrigin, sessionmaker
 
 from parley.config import Settings
 
@@ -130,11 +130,23 @@ def transaction(session: Session) -> Iterator[Session]:
     open transaction it joins it (the outermost caller commits). The outermost caller must open it
     with this function, not by a read that autobegins: on SQLite that BEGIN takes no write lock."""
     if session.in_transaction():
+        _refuse_implicit(session)
         yield session
         return
     with session.begin():
         session.connection(execution_options={WRITE_OPTION: True})
         yield session
+
+
+def _refuse_implicit(session: Session) -> None:
+    """Joining a transaction that a bare read began (autobegin) would leave the write to whoever
+    ends that transaction, which is usually nobody: closing the session rolls it back and the write
+    is silently lost. Open the unit of work with transaction() or session.begin() instead."""
+    current = session.get_transaction()
+    if current is not None and current.origin is SessionTransactionOrigin.AUTOBEGIN:
+        raise RuntimeError(
+            "a write joined a transaction that a read began implicitly; open it with parley.db.transaction()"
+        )
 
 
 @contextmanager
@@ -194,6 +206,10 @@ def set_events_committed_hook(factory: sessionmaker[Session] | async_sessionmake
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    # SQLAlchemy also fires after_commit when a SAVEPOINT is released: nothing is visible yet, so
+    # the mark waits for the outermost commit.
+    if session.in_nested_transaction():
+        return
     if session.info.pop(_EVENTS_RECORDED, False):
         hook = session.info.get(_ON_EVENTS_COMMITTED)
         if hook is not None:

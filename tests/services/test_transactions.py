@@ -234,3 +234,15 @@ def test_the_hook_runs_for_a_first_contact_once(
     assert contact.created and contact.message is not None
     assert calls.visible_messages == [1]
     assert _event_types(sessions) == ["conversation.created", "message.created"]
+
+
+def test_a_write_never_joins_a_transaction_a_bare_read_began(sessions: sessionmaker[Session], settings: Settings) -> None:
+    """A read outside any unit of work begins a transaction implicitly; a send joining it would be
+    rolled back unseen when the session closes. It is refused loudly instead, and nothing is written."""
+    alice, _, conversation_id = _pair(sessions)
+    with sessions() as session:
+        session.get(User, alice.id)  # autobegins
+        with pytest.raises(RuntimeError, match="implicitly"):
+            send_message(session, settings, alice, conversation_id, MessageDraft(content="lost?", client_id="k1"))
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Message)) == 0

@@ -49,10 +49,11 @@ async def _token_holder(request: web.Request, token: str) -> User:
     token_hash = hash_token(token)
     user = cache.get(token_hash)
     if user is None:
+        generation = cache.generation
         user = await call(request, authenticate, token)
         if user is None:
             raise ApiError(401, "unauthorized", "the bearer token is unknown or revoked")
-        cache.put(token_hash, user)
+        cache.put(token_hash, user, generation)
     return user
 
 

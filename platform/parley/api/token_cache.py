@@ -24,6 +24,9 @@ class TokenCache:
         self._max_entries = max_entries
         # token hash -> (expires at (monotonic), the user's column values)
         self._entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        # Bumped by every forget_user: a lookup that began before a revocation must not put back
+        # what the revocation removed (see put).
+        self.generation = 0
 
     def get(self, token_hash: str) -> User | None:
         entry = self._entries.get(token_hash)
@@ -36,8 +39,10 @@ class TokenCache:
         # A fresh transient object per request: no request can change what another one sees.
         return User(**values)
 
-    def put(self, token_hash: str, user: User) -> None:
-        if self._ttl <= 0:
+    def put(self, token_hash: str, user: User, generation: int) -> None:
+        """Remember a lookup's answer, unless credentials changed since it began (`generation`, read
+        before the lookup): its answer may predate a revocation."""
+        if self._ttl <= 0 or generation != self.generation:
             return
         values = {column.key: getattr(user, column.key) for column in User.__table__.columns}
         self._entries[token_hash] = (time.monotonic() + self._ttl, values)
@@ -46,5 +51,6 @@ class TokenCache:
             self._entries.popitem(last=False)
 
     def forget_user(self, user_id: str) -> None:
+        self.generation += 1
         for token_hash in [h for h, (_, values) in self._entries.items() if values["id"] == user_id]:
             del self._entries[token_hash]
