@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from parley.api.auth import auth_middleware
+from parley.api.bad_requests import install_json_bad_requests
 from parley.api.endpoints import Endpoint
 from parley.api.errors import error_middleware
 from parley.api.keys import ENGINE, REALTIME, REQUEST_ID, SESSIONS, SETTINGS, STORAGE, TOKEN_CACHE
@@ -118,6 +119,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 def init_app(settings: Settings) -> web.Application:
     install_log_redaction()  # before the first request: aiohttp logs malformed ones itself
+    install_json_bad_requests()  # and answers them itself, in plain text quoting the bad bytes
     app = web.Application(
         middlewares=[request_log_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_request_bytes,
