@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## Debian packages the tests use: redis-server (the reliability tests start private Redis servers).
-system-packages:
+## Debian packages the tests use: redis-server (the reliability tests start private Redis servers)
+## and jq (the README walkthrough's test runs the README's own commands, which use it).
+system-packages: jq
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 ## jq, which the README's walkthrough uses to pick fields out of responses (Debian's package).
