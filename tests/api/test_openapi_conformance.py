@@ -48,9 +48,13 @@ async def _schemathesis(base_url: str, authorization: str, report: Path) -> tupl
         "--no-color",
         "--report", "junit", "--report-dir", str(report),
     ]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.openapi_hooks"}
+    # Run from the test's own directory: schemathesis keeps a cache (.schemathesis/) in its working
+    # directory, which must not land in the work tree.
+    repo = str(Path(__file__).resolve().parents[2])
+    pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.openapi_hooks", "PYTHONPATH": pythonpath}
     process = await asyncio.create_subprocess_exec(
-        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *argv, env=env, cwd=report.parent, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     try:
         output, _ = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT_SECONDS)
