@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from parley.config import Settings
 from parley.outbox.consumers import Consumer, ConsumerRegistry, consumers_from_modules
+from workers.email_tasks import EMAIL_CONSUMER
 from workers.media_consumers import MEDIA_CONSUMERS
 from workers.webhook_tasks import WEBHOOK_CONSUMER
 
-BUILTIN_CONSUMERS: tuple[Consumer, ...] = (*MEDIA_CONSUMERS, WEBHOOK_CONSUMER)
+BUILTIN_CONSUMERS: tuple[Consumer, ...] = (*MEDIA_CONSUMERS, WEBHOOK_CONSUMER, EMAIL_CONSUMER)
 
 
 def build_registry(settings: Settings) -> ConsumerRegistry:

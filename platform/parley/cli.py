@@ -128,6 +128,32 @@ def _serve_processes(host: str, port: int, workers: int) -> None:
     raise SystemExit(run_stack(children, f"http://{host}:{port}/readyz", announce))
 
 
+@main.command("mail-in")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=2525, type=int, show_default=True, help="Port to listen on.")
+@click.option("--lmtp", is_flag=True, help="Speak LMTP instead of SMTP (a relay's local delivery).")
+def mail_in(host: str, port: int, lmtp: bool) -> None:
+    """Receive replies by email over SMTP (LMTP with --lmtp) from a relay such as Postfix: each
+    reply to a notification's reply+<token>@PARLEY_EMAIL_REPLY_DOMAIN address becomes a message.
+    Unknown recipients are refused with 550, mail over PARLEY_EMAIL_MAX_INBOUND_BYTES with 552."""
+    from integrations.email.inbound import session_runner
+    from integrations.email.mail_in import serve
+    from integrations.storage.configured import storage_for
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    if not settings.email_reply_domain:
+        raise click.ClickException("set PARLEY_EMAIL_REPLY_DOMAIN: replies go to reply+<token>@<that domain>")
+    sessions = sync_session_factory(create_sync_db_engine(settings))
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(serve(settings, storage_for(settings), session_runner(sessions), host, port, lmtp=lmtp))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.close()
+
+
 @main.command()
 def migrate() -> None:
     """Bring the database schema up to date."""

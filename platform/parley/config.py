@@ -214,6 +214,47 @@ class Settings(BaseSettings):
         description="How much of each response body the delivery log keeps.",
     )
 
+    # --- email ---
+    smtp_url: str | None = Field(
+        default=None,
+        description="Where Parley sends email: smtp://host:25, smtp+starttls://user:password@host:587 or "
+        "smtps://user:password@host:465. Unset (embedded): each email is written as an .eml file under "
+        "email_folder instead.",
+    )
+    email_folder: str = Field(default="var/mail", description="Where emails go as .eml files when smtp_url is unset.")
+    email_from: str = Field(
+        default="Parley <notifications@parley.localhost>", description="The From of every email Parley sends."
+    )
+    email_batch_seconds: float = Field(
+        default=120.0, ge=0, le=86_400,
+        description="A notification email waits this long after the first unread message of a conversation, "
+        "then lists every message still unread (none if they were read or the user is connected).",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Where users reach this API (https in production): unsubscribe links in emails point here.",
+    )
+    email_reply_domain: str | None = Field(
+        default=None,
+        description="With it, a notification's Reply-To is reply+<token>@<domain>, and replies (through "
+        "`parley mail-in` or POST /api/v1/inbound/email) land in the conversation.",
+    )
+    inbound_email_secret: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of POST /api/v1/inbound/email (at least 16 characters); unset, that route answers 404.",
+    )
+    email_max_inbound_bytes: int = Field(
+        default=30 * 1024 * 1024, ge=1024, description="Largest inbound email accepted (552 over SMTP, 413 over HTTP)."
+    )
+    email_reply_rate_per_hour: int = Field(
+        default=30, ge=1, le=100_000,
+        description="Replies by email posted per conversation within an hour; more are dropped (rate_limited).",
+    )
+    email_send_max_attempts: int = Field(
+        default=8, ge=1, le=50,
+        description="Attempts to hand one email to the SMTP server (connection errors, 4xx) before it is failed.",
+    )
+
     @field_validator("webhook_allowed_cidrs", "webhook_retry_schedule", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:

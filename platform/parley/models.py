@@ -447,3 +447,86 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     response_excerpt: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(String(500))
+
+
+# --- email ----------------------------------------------------------------------------------------
+
+
+class EmailThread(Base):
+    """One user's email thread of one conversation: where the next notification stands (`due_at`:
+    the end of the batching window that the first unread message opened; `notified_up_to`: the
+    newest message already covered, so none is ever in two emails) and the reply address's token
+    (looked up by its SHA-256; kept encrypted too, so every email of the thread carries the same
+    address; revocable)."""
+
+    __tablename__ = "email_threads"
+    __table_args__ = (
+        Index(
+            "ix_email_threads_due_at",
+            "due_at",
+            postgresql_where=text("due_at IS NOT NULL"),
+            sqlite_where=text("due_at IS NOT NULL"),
+        ),
+    )
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    notified_up_to: Mapped[str | None] = mapped_column(ID)
+    reply_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    reply_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    reply_token_revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class EmailStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for next_attempt_at
+    SENDING = "sending"  # claimed by a send task until next_attempt_at (its lease)
+    SENT = "sent"
+    FAILED = "failed"  # a 5xx answer, or out of attempts: see last_error
+
+
+class OutgoingEmail(Base):
+    """Every email Parley sends, rendered once (`content`: the whole RFC 5322 message), so a retry or
+    a second task sends exactly the same bytes, and a sent one is never sent again."""
+
+    __tablename__ = "outgoing_emails"
+    __table_args__ = (
+        Index(
+            "ix_outgoing_emails_due",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('pending', 'sending')"),
+            sqlite_where=text("status IN ('pending', 'sending')"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[str | None] = mapped_column(ID)
+    recipient: Mapped[str] = mapped_column(String(320))
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)  # the Message-ID header
+    subject: Mapped[str] = mapped_column(String(998))
+    content: Mapped[str] = mapped_column(Text)
+    status: Mapped[EmailStatus] = mapped_column(_str_enum(EmailStatus))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class InboundEmail(Base):
+    """A reply by email that became a message, keyed by its Message-ID: the same reply delivered
+    twice posts once. Also what the per-conversation rate limit counts."""
+
+    __tablename__ = "inbound_emails"
+    __table_args__ = (Index("ix_inbound_emails_conversation_id_received_at", "conversation_id", "received_at"),)
+
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    posted_message_id: Mapped[str] = mapped_column(ID)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -80,3 +80,17 @@ def _key_from_file(path: Path) -> str:
     finally:
         draft.unlink()
     return path.read_text().strip()
+
+
+def derived_key(settings: Settings, purpose: bytes) -> bytes:
+    """A 32-byte key for `purpose` (e.g. signing unsubscribe links), derived with HKDF from the same
+    key material as the box: PARLEY_SECRET_KEY, or ./var/secret.key when that is unset."""
+    material = settings.secret_key.get_secret_value() if settings.secret_key is not None else _key_from_file(KEY_FILE)
+    return _derive(material, purpose)
+
+
+@lru_cache(maxsize=16)
+def _derive(material: str, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"parley " + purpose).derive(
+        material.encode("utf-8")
+    )
