@@ -87,6 +87,8 @@ class MessageOut(Shape):
     deleted_at: datetime | None
     client_id: str | None
     source: MessageSource
+    # "contact_info": contact details were hidden in `content` (PARLEY_CONTACT_INFO=mask).
+    flags: list[str] = []
 
 
 class ConversationCore(Shape):
@@ -103,6 +105,9 @@ class ConversationOut(ConversationCore):
     other_user: UserSummary
     last_message: MessageOut | None
     unread_count: int
+    # Whether the conversation policy lets the viewer send here now (clients grey out the input).
+    can_send: bool = True
+    cannot_send_reason: str | None = None
 
 
 class ConversationMembersOut(ConversationCore):
