@@ -9,7 +9,7 @@ from aiohttp import web
 from parley.api.auth import current_user, require_admin
 from parley.api.endpoints import EndpointTable, parse_body, parse_query, respond
 from parley.api.errors import ApiError
-from parley.api.keys import SETTINGS
+from parley.api.keys import REALTIME, SETTINGS
 from parley.api.safety_schemas import (
     REFERENCE_PATTERN,
     REFERENCE_SCHEMA,
@@ -21,6 +21,7 @@ from parley.api.safety_schemas import (
 )
 from parley.api.service_calls import call
 from parley.services import blocks, policy
+from parley.realtime.node import BLOCKS_CHANGED
 from parley.services.policy import RelationshipDraft
 
 endpoints = EndpointTable(tag="safety")
@@ -81,6 +82,8 @@ async def delete_relationship(request: web.Request) -> web.Response:
 async def block_user(request: web.Request) -> web.Response:
     user = current_user(request)
     await call(request, blocks.block_user, user, request.match_info["user_id"])
+    await request.app[REALTIME].reload_blocks(user.id)
+    await request.app[REALTIME].publish({"kind": BLOCKS_CHANGED, "user_id": user.id})
     return web.Response(status=204)
 
 
@@ -91,6 +94,8 @@ async def block_user(request: web.Request) -> web.Response:
 async def unblock_user(request: web.Request) -> web.Response:
     user = current_user(request)
     await call(request, blocks.unblock_user, user, request.match_info["user_id"])
+    await request.app[REALTIME].reload_blocks(user.id)
+    await request.app[REALTIME].publish({"kind": BLOCKS_CHANGED, "user_id": user.id})
     return web.Response(status=204)
 
 
