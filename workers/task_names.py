@@ -5,3 +5,5 @@ from __future__ import annotations
 
 DISPATCH_TASK = "parley.dispatch_outbox"
 CONSUME_TASK = "parley.consume_events"
+# Beat's purge of deleted messages' retained text (PARLEY_RETAIN_DELETED_DAYS).
+PURGE_DELETED_TASK = "parley.purge_deleted_content"

@@ -261,6 +261,12 @@ class Settings(BaseSettings):
         "e.g. the platform's own.",
     )
 
+    retain_deleted_days: float = Field(
+        default=0.0, ge=0, le=3650,
+        description="0: deleting a message removes its content for good. Above 0: the content stays, hidden "
+        "from the members, in moderators' exports, until beat purges it this many days after the deletion.",
+    )
+
     @field_validator("webhook_allowed_cidrs", "webhook_retry_schedule", "contact_info_allowed_domains", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from parley.schemas import ConversationMembersOut, MessageOut, UploadOut
+from parley.schemas import ConversationMembersOut, MessageOut, ReportOut, UploadOut
 
 
 class EventType(enum.StrEnum):
@@ -25,6 +25,8 @@ class EventType(enum.StrEnum):
     ATTACHMENT_DELETED = "attachment.deleted"
     # Who may talk changed for a pair (a relationship ended or began): clients grey out the input.
     CONVERSATION_POLICY_CHANGED = "conversation.policy_changed"
+    # A member reported a message: for the admin's webhooks (its audience is nobody).
+    MESSAGE_REPORTED = "message.reported"
     WEBHOOK_TEST = "webhook.test"
     ENDPOINT_DISABLED = "endpoint.disabled"
 
@@ -80,6 +82,10 @@ class ConversationPolicyChanged(BaseModel):
     cannot_send_reason: str | None = None
 
 
+class MessageReported(BaseModel):
+    report: ReportOut
+
+
 class WebhookTest(BaseModel):
     """Sent by `POST /webhooks/{id}/test`, to that endpoint only."""
 
@@ -108,6 +114,7 @@ PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.ATTACHMENT_FAILED: AttachmentProcessed,
     EventType.ATTACHMENT_DELETED: AttachmentsDeleted,
     EventType.CONVERSATION_POLICY_CHANGED: ConversationPolicyChanged,
+    EventType.MESSAGE_REPORTED: MessageReported,
     EventType.WEBHOOK_TEST: WebhookTest,
     EventType.ENDPOINT_DISABLED: EndpointDisabled,
 }

@@ -134,6 +134,8 @@ class User(Base):
     inbox_notifications: Mapped[bool] = mapped_column(Boolean, default=True)
     order_updates_notifications: Mapped[bool] = mapped_column(Boolean, default=True)
     email_digest: Mapped[EmailDigest] = mapped_column(_str_enum(EmailDigest), default=EmailDigest.DAILY)
+    # Set by a moderator (POST /admin/users/{id}/suspend): the user's tokens answer 401 suspended.
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ApiToken(Base):
@@ -408,6 +410,28 @@ class Block(Base):
     blocker_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     blocked_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReportStatus(enum.StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class Report(Base):
+    """A member reported a message to the moderators."""
+
+    __tablename__ = "reports"
+    __table_args__ = (Index("ix_reports_status_id", "status", "id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    reporter_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(1000))
+    status: Mapped[ReportStatus] = mapped_column(_str_enum(ReportStatus), default=ReportStatus.OPEN)
+    resolution: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class WsTicket(Base):

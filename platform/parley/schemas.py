@@ -7,7 +7,16 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from parley.models import AttachmentKind, AttachmentStatus, Conversation, EmailDigest, MessageSource, User, UserKind
+from parley.models import (
+    AttachmentKind,
+    AttachmentStatus,
+    Conversation,
+    EmailDigest,
+    MessageSource,
+    ReportStatus,
+    User,
+    UserKind,
+)
 
 
 class Shape(BaseModel):
@@ -89,6 +98,18 @@ class MessageOut(Shape):
     source: MessageSource
     # "contact_info": contact details were hidden in `content` (PARLEY_CONTACT_INFO=mask).
     flags: list[str] = []
+
+
+class ReportOut(Shape):
+    id: str
+    message_id: str
+    conversation_id: str
+    reporter_id: str
+    reason: str
+    status: ReportStatus
+    resolution: str | None
+    created_at: datetime
+    resolved_at: datetime | None
 
 
 class ConversationCore(Shape):

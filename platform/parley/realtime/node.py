@@ -26,7 +26,7 @@ from parley.db import run_service
 from parley.ids import new_id
 from parley.realtime.bus import Bus, BusMessage, LocalBus, RedisBus
 from parley.realtime.connection import Connection
-from parley.realtime.frames import CLOSE_GOING_AWAY
+from parley.realtime.frames import CLOSE_GOING_AWAY, CLOSE_SUSPENDED
 from parley.realtime.hub import Hub
 from parley.realtime.presence_store import MemoryPresenceStore, PresenceStore, RedisPresenceStore
 from parley.realtime.schemas import PresenceOut
@@ -38,6 +38,9 @@ log = logging.getLogger("parley.realtime")
 # Bus message kind {"kind", "user_id"}: the user blocked or unblocked someone; every process reloads
 # whom that user blocked, so typing and presence stop (or resume) reaching them at once.
 BLOCKS_CHANGED = "blocks_changed"
+# Bus message kind {"kind", "user_id"}: a moderator suspended the user; every process closes the
+# user's WebSockets (their cached credentials go through credentials_changed).
+USER_SUSPENDED = "user_suspended"
 TAIL_BATCH = 500
 TAIL_ERROR_BACKOFF_SECONDS = 1.0
 # How long stop() lets the tail finish a database call it is in before cancelling it anyway.
@@ -76,6 +79,7 @@ class RealtimeNode:
             self.presence = MemoryPresenceStore()
         self._listeners: dict[str, Callable[[BusMessage], None]] = {}
         self.listen(BLOCKS_CHANGED, self._on_blocks_changed)
+        self.listen(USER_SUSPENDED, self._on_user_suspended)
         self._wake = asyncio.Event()
         self._stopping = False
         self._announce = asyncio.Event()
@@ -176,6 +180,18 @@ class RealtimeNode:
             self.hub.deliver_typing(str(message["to_user_id"]), str(message["conversation_id"]), message["data"])
         elif (listener := self._listeners.get(str(kind))) is not None:
             listener(message)
+
+    def _on_user_suspended(self, message: BusMessage) -> None:
+        task = asyncio.get_running_loop().create_task(self.close_user(str(message["user_id"])))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close_user(self, user_id: str) -> None:
+        """Close every connection of `user_id` on this process (a suspension)."""
+        user = self.hub.users.get(user_id)
+        if user is None:
+            return
+        await asyncio.gather(*(c.close(CLOSE_SUSPENDED, b"suspended") for c in list(user.connections)), return_exceptions=True)
 
     def _on_blocks_changed(self, message: BusMessage) -> None:
         user_id = str(message["user_id"])

@@ -58,7 +58,7 @@ def message_view(
         deleted_at=values["deleted_at"],
         client_id=values["client_id"],
         source=values["source"],
-        flags=[CONTACT_INFO_FLAG] if values.get("original_content") is not None else [],
+        flags=[CONTACT_INFO_FLAG] if values.get("original_content") is not None and values["deleted_at"] is None else [],
     )
 
 

@@ -31,7 +31,7 @@ from parley.models import (
 from parley.services import policy
 from parley.services.blocks import blocked_error
 from parley.services.contact_info import protect_contact_info
-from parley.schemas import AttachmentOut, MessageOut
+from parley.schemas import AttachmentOut, MessageOut, UserSummary
 from parley.services.attachments import claim_uploads, forget_message_uploads
 from parley.services.conversations import get_member_conversation
 from parley.services.message_views import (
@@ -415,9 +415,11 @@ def list_history(
     return HistoryPage(items=items, has_more=len(rows) > limit)
 
 
-def delete_message(session: Session, actor: User, message_id: str) -> MessageOut:
+def delete_message(session: Session, actor: User, message_id: str, settings: Settings | None = None) -> MessageOut:
     """Replace a message's content with a notice and remove its attachments, for both members and
-    for good. Only the sender may; deleting again changes nothing and records no event."""
+    for good (unless PARLEY_RETAIN_DELETED_DAYS keeps the text, hidden from the members, for
+    moderators until beat's purge). Only the sender may; deleting again changes nothing and records
+    no event."""
     with transaction(session):
         message = (
             session.scalar(select(Message).where(Message.id == message_id).with_for_update())
@@ -430,22 +432,39 @@ def delete_message(session: Session, actor: User, message_id: str) -> MessageOut
         if message.sender_id != actor.id:
             raise Forbidden("only the sender can delete a message", code="not_sender")
         if message.deleted_at is None:
-            now = utcnow()
-            message.content = DELETED_CONTENT
-            message.deleted_at = now
-            message.updated_at = now
-            forget_message_uploads(session, message)
-            session.flush()
-            view = message_view(_row_of(message), summary_of(actor), [])
-            record_event(
-                session,
-                EventType.MESSAGE_DELETED,
-                MessageDeleted(message=view),
-                conversation_id=message.conversation_id,
-                audience=conversation.member_ids,
-            )
+            view = remove_message_content(session, settings, message, conversation, DELETED_CONTENT, summary_of(actor))
         else:
             view = message_view(_row_of(message), summary_of(actor), [])
+    return view
+
+
+def remove_message_content(
+    session: Session,
+    settings: Settings | None,
+    message: Message,
+    conversation: Conversation,
+    notice: str,
+    sender: UserSummary,
+) -> MessageOut:
+    """In the caller's transaction: replace the content with `notice`, remove the attachments, and
+    record `message.deleted` for both members. The text is kept in `original_content` (never shown
+    to members) only while PARLEY_RETAIN_DELETED_DAYS is above 0."""
+    now = utcnow()
+    retain = settings is not None and settings.retain_deleted_days > 0
+    message.original_content = (message.original_content or message.content) if retain else None
+    message.content = notice
+    message.deleted_at = now
+    message.updated_at = now
+    forget_message_uploads(session, message)
+    session.flush()
+    view = message_view(_row_of(message), sender, [])
+    record_event(
+        session,
+        EventType.MESSAGE_DELETED,
+        MessageDeleted(message=view),
+        conversation_id=message.conversation_id,
+        audience=conversation.member_ids,
+    )
     return view
 
 

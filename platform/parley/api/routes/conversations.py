@@ -161,5 +161,5 @@ async def mark_read(request: web.Request) -> web.Response:
 )
 async def delete_message(request: web.Request) -> web.Response:
     user = current_user(request)
-    message = await call(request, messages.delete_message, user, request.match_info["message_id"])
+    message = await call(request, messages.delete_message, user, request.match_info["message_id"], request.app[SETTINGS])
     return respond(message)

@@ -1,4 +1,4 @@
-"""who may talk to whom: relationships, policy decisions, blocks; messages.original_content
+"""who may talk to whom: relationships, policy decisions, blocks, reports; messages.original_content, users.suspended_at
 
 Revision ID: 0009
 Revises: 0007
@@ -58,9 +58,33 @@ def upgrade() -> None:
     op.create_index('ix_blocks_blocked_id', 'blocks', ['blocked_id'], unique=False)
     with op.batch_alter_table('messages') as batch:
         batch.add_column(sa.Column('original_content', sa.Text(), nullable=True))
+    with op.batch_alter_table('users') as batch:
+        batch.add_column(sa.Column('suspended_at', parley.models.UTCDateTime(timezone=True), nullable=True))
+    op.create_table('reports',
+    sa.Column('id', sa.String(length=26), nullable=False),
+    sa.Column('message_id', sa.String(length=26), nullable=False),
+    sa.Column('conversation_id', sa.String(length=26), nullable=False),
+    sa.Column('reporter_id', sa.String(length=26), nullable=False),
+    sa.Column('reason', sa.String(length=1000), nullable=False),
+    sa.Column('status', sa.Enum('open', 'resolved', name='reportstatus', native_enum=False, create_constraint=True, length=16), nullable=False),
+    sa.Column('resolution', sa.String(length=1000), nullable=True),
+    sa.Column('created_at', parley.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('resolved_at', parley.models.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['message_id'], ['messages.id'], name=op.f('fk_reports_message_id_messages'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['conversation_id'], ['conversations.id'], name=op.f('fk_reports_conversation_id_conversations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['reporter_id'], ['users.id'], name=op.f('fk_reports_reporter_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_reports'))
+    )
+    op.create_index('ix_reports_status_id', 'reports', ['status', 'id'], unique=False)
+    op.create_index(op.f('ix_reports_message_id'), 'reports', ['message_id'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f('ix_reports_message_id'), table_name='reports')
+    op.drop_index('ix_reports_status_id', table_name='reports')
+    op.drop_table('reports')
+    with op.batch_alter_table('users') as batch:
+        batch.drop_column('suspended_at')
     with op.batch_alter_table('messages') as batch:
         batch.drop_column('original_content')
     op.drop_index('ix_blocks_blocked_id', table_name='blocks')
