@@ -6,18 +6,21 @@ from __future__ import annotations
 from datetime import timedelta
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from parley.config import Settings
+from parley.errors import Forbidden
+from parley.services.messages import MessageDraft, send_message
 from parley.models import Event, utcnow
 from parley.services.contact_info import MASK
 from parley.services.messages import DELETED_CONTENT
 from parley.services.moderation import REMOVED_CONTENT, purge_retained
 from tests.api.conftest import ADMIN, Person, provision, send, start_conversation
 from tests.realtime.conftest import connect, frame_where, of_type
-from tests.safety.conftest import AppFor, error_of
+from tests.safety.conftest import AppFor, error_of, load_user
 from workers.celery_app import create_celery_app
 from workers.task_names import PURGE_DELETED_TASK
 
@@ -79,7 +82,9 @@ async def test_a_moderator_removes_a_message_for_both_members(app_for: AppFor) -
     assert (await client.post(f"/api/v1/admin/messages/{message['id']}/remove", headers=alice.auth)).status == 403
 
 
-async def test_a_suspended_users_tokens_get_401_and_their_websocket_closes(app_for: AppFor) -> None:
+async def test_a_suspended_users_tokens_get_401_and_their_websocket_closes(
+    app_for: AppFor, sessions: sessionmaker[Session], settings: Settings
+) -> None:
     client = await app_for(token_cache_seconds=300)
     alice, bob, cid = await _pair(client)
     assert (await client.get("/api/v1/me", headers=alice.auth)).status == 200  # cached now
@@ -97,6 +102,11 @@ async def test_a_suspended_users_tokens_get_401_and_their_websocket_closes(app_f
     by_ticket = await client.get("/api/v1/ws", params={"ticket": ticket})
     assert by_ticket.status == 401 and (await error_of(by_ticket))["code"] == "suspended"
     assert (await client.get("/api/v1/me", headers=bob.auth)).status == 200
+
+    # A worker acting for her is refused too.
+    with sessions() as session, pytest.raises(Forbidden) as denied:
+        send_message(session, settings, load_user(sessions, alice.id), cid, MessageDraft(content="from a worker"))
+    assert denied.value.code == "suspended"
 
     lifted = await client.post(f"/api/v1/admin/users/{alice.id}/unsuspend", headers=ADMIN)
     assert lifted.status == 200 and (await lifted.json()) == {"user_id": alice.id, "suspended": False, "suspended_at": None}

@@ -102,6 +102,8 @@ def send_message(
     nothing stored), the conversation policy (403 policy_denied), and blocks (403 blocked, checked
     by the write statement itself so an open-policy send stays one round trip)."""
     check_draft(draft, settings)
+    if sender.suspended_at is not None:  # a worker acting for a suspended user (their tokens are refused)
+        raise Forbidden("this account is suspended", code="suspended")
     draft = protect_contact_info(settings, draft)
     if settings.conversation_policy != "open":
         with reading(session):
