@@ -92,6 +92,9 @@ async def test_typing_and_presence_of_a_blocked_user_no_longer_reach_the_blocker
 
     assert (await client.post(f"/api/v1/users/{alice.id}/block", headers=bob.auth)).status == 204
     await alice_ws.send_json({"type": "typing", "conversation_id": cid})
+    # Nor over REST: to bob, alice's presence is no one's to see; she still sees his.
+    assert (await client.get(f"/api/v1/users/{alice.id}/presence", headers=bob.auth)).status == 404
+    assert (await client.get(f"/api/v1/users/{bob.id}/presence", headers=alice.auth)).status == 200
     await alice_ws.close()  # alice goes offline: bob is not told
     await asyncio.sleep(1.0)  # past the presence grace, and time for the typing relay
     assert [f["type"] for f in await frames_before_pong(bob_ws) if f["type"] in ("typing", "presence")] == []
