@@ -381,6 +381,8 @@ class Relationship(Base):
     user_high_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When beat announced this relationship's expiry (conversation.policy_changed); reset by a PUT.
+    expiry_announced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

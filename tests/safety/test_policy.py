@@ -314,3 +314,38 @@ def test_the_webhook_policy_needs_a_url_and_a_secret() -> None:
 
     with pytest.raises(SettingsError, match="PARLEY_POLICY_URL"):
         load_settings(conversation_policy="webhook")
+
+
+async def test_an_expiring_relationship_is_announced_once_by_beats_look(
+    app_for: AppFor, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    from parley.services.policy import announce_expired_relationships
+    from workers.celery_app import create_celery_app
+    from workers.task_names import RELATIONSHIP_EXPIRY_TASK
+
+    client = await app_for(conversation_policy="relationships")
+    policy_settings = settings.model_copy(update={"conversation_policy": "relationships"})
+    alice, bob = await provision(client, "alice"), await provision(client, "bob")
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    assert (await _relate(client, "gig-1", alice, bob, expires_at=soon.isoformat())).status == 201
+    cid = (await (await _start(client, alice, bob)).json())["id"]
+    bob_ws = await connect(client, bob)
+
+    with sessions() as session:
+        assert announce_expired_relationships(session, policy_settings) == 0  # not yet
+    later = soon + timedelta(seconds=1)
+    with sessions() as session:
+        assert announce_expired_relationships(session, policy_settings, later) == 1
+    with sessions() as session:
+        assert announce_expired_relationships(session, policy_settings, later) == 0  # once
+    frame = await frame_where(bob_ws, of_type("conversation.policy_changed"))
+    assert frame["data"] == {"conversation_id": cid, "can_send": False, "cannot_send_reason": "relationship_ended"}
+    with sessions() as session:
+        events = session.scalars(select(Event).where(Event.type == "conversation.policy_changed")).all()
+        assert len(events) == 1
+
+    # Renewed by the host product, it is announced again at its next expiry.
+    assert (await _relate(client, "gig-1", alice, bob, expires_at=(later + timedelta(days=1)).isoformat())).status == 200
+    with sessions() as session:
+        assert announce_expired_relationships(session, policy_settings, later + timedelta(days=2)) == 1
+    assert RELATIONSHIP_EXPIRY_TASK in create_celery_app(policy_settings).tasks

@@ -175,6 +175,7 @@ def put_relationship(
             relationship = existing
             relationship.user_low_id, relationship.user_high_id = low, high
             relationship.active, relationship.expires_at, relationship.updated_at = draft.active, draft.expires_at, now
+            relationship.expiry_announced_at = None
         session.flush()
         _announce_changes(session, settings, before)
     return relationship, existing is None
@@ -199,15 +200,45 @@ def list_relationships(session: Session, user_id: str | None) -> list[Relationsh
         return list(session.scalars(query).all())
 
 
-def _pair_can_talk(session: Session, low: str, high: str) -> bool:
-    return relationship_states(session, low, [high], utcnow()).get(high) == "active"
+def announce_expired_relationships(session: Session, settings: Settings, now: datetime | None = None) -> int:
+    """Beat's look for relationships whose `expires_at` has passed since the last look: a pair that
+    can no longer talk gets `conversation.policy_changed`, as when a relationship is ended by hand.
+    Returns how many relationships were newly found expired."""
+    now = now or utcnow()
+    with transaction(session):
+        expired = list(
+            session.scalars(
+                select(Relationship)
+                .where(
+                    Relationship.active.is_(True),
+                    Relationship.expires_at.is_not(None),
+                    Relationship.expires_at <= now,
+                    Relationship.expiry_announced_at.is_(None),
+                )
+                .order_by(Relationship.reference)
+                .with_for_update()
+            )
+        )
+        pairs = {(r.user_low_id, r.user_high_id) for r in expired}
+        for relationship in expired:
+            relationship.expiry_announced_at = now
+        session.flush()
+        # They could talk until the expiry (or this pair was announced already by another ending).
+        _announce_changes(session, settings, {pair: True for pair in sorted(pairs)}, now)
+    return len(expired)
 
 
-def _announce_changes(session: Session, settings: Settings, before: dict[tuple[str, str], bool]) -> None:
+def _pair_can_talk(session: Session, low: str, high: str, now: datetime | None = None) -> bool:
+    return relationship_states(session, low, [high], now or utcnow()).get(high) == "active"
+
+
+def _announce_changes(
+    session: Session, settings: Settings, before: dict[tuple[str, str], bool], now: datetime | None = None
+) -> None:
     if settings.conversation_policy != "relationships":
         return
     for (low, high), could in before.items():
-        can = _pair_can_talk(session, low, high)
+        can = _pair_can_talk(session, low, high, now)
         if can == could:
             continue
         conversation = session.scalar(

@@ -28,6 +28,7 @@ def upgrade() -> None:
     sa.Column('user_high_id', sa.String(length=26), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('expires_at', parley.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('expiry_announced_at', parley.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', parley.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', parley.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_low_id'], ['users.id'], name=op.f('fk_relationships_user_low_id_users'), ondelete='CASCADE'),
