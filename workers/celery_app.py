@@ -22,6 +22,7 @@ from workers.media_tasks import MEDIA_TASK_ROUTES, media_beat_schedule, register
 from workers.queues import DEFAULT_QUEUE, QUEUES
 from workers.tasks import DISPATCH_TASK, DISPATCH_TIME_LIMIT, register_tasks
 from workers.email_tasks import EMAIL_TASK_ROUTES, register_email_tasks
+from workers.moderation_tasks import moderation_beat_schedule, register_moderation_tasks
 from workers.webhook_tasks import register_webhook_tasks
 
 log = logging.getLogger("parley.workers")
@@ -45,6 +46,7 @@ def create_celery_app(settings: Settings) -> ParleyCelery:
     register_media_tasks(app)
     register_webhook_tasks(app)
     register_email_tasks(app)
+    register_moderation_tasks(app)
     return app
 
 
@@ -98,6 +100,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "options": {"queue": DEFAULT_QUEUE, "expires": max(2 * sweep, 10.0)},
             },
             **media_beat_schedule(settings.unattached_upload_max_age),
+            **moderation_beat_schedule(),
         },
         # The schedule is static and a missed sweep costs nothing, so beat keeps its state in memory:
         # no schedule file to share, lock or corrupt.

@@ -11,7 +11,7 @@ import ipaddress
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "PARLEY_"
@@ -255,7 +255,60 @@ class Settings(BaseSettings):
         description="Attempts to hand one email to the SMTP server (connection errors, 4xx) before it is failed.",
     )
 
-    @field_validator("webhook_allowed_cidrs", "webhook_retry_schedule", mode="before")
+    # --- who may talk to whom (issue 16) ---
+    conversation_policy: Literal["open", "relationships", "webhook"] = Field(
+        default="open",
+        description="Who may start a conversation and send: open (anyone), relationships (pairs that share "
+        "an active, unexpired relationship: PUT /api/v1/relationships/{reference}), or webhook (the host "
+        "product answers at PARLEY_POLICY_URL).",
+    )
+    policy_url: str | None = Field(
+        default=None,
+        description="Webhook policy: the host product's URL Parley asks {action, from, to, conversation_id}; "
+        "it answers {allow, reason}. SSRF-guarded like webhooks (PARLEY_WEBHOOK_ALLOWED_CIDRS).",
+    )
+    policy_secret: SecretStr | None = Field(
+        default=None,
+        description="Webhook policy: the Standard Webhooks secret (whsec_<base64>) the questions are signed with.",
+    )
+    policy_cache_seconds: float = Field(
+        default=60.0, ge=0, le=86_400,
+        description="Webhook policy: how long an answer is reused before the host product is asked again.",
+    )
+    policy_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Webhook policy: an answer not received within this long is an error."
+    )
+    policy_fail_open: bool = Field(
+        default=False,
+        description="Webhook policy: allow when the host product cannot be asked (timeout, error); default deny.",
+    )
+    policy_read_after_end: bool = Field(
+        default=True,
+        description="Relationships policy: history stays readable by both members after their last "
+        "relationship ended (sends are refused either way).",
+    )
+    contact_info: Literal["allow", "mask", "block"] = Field(
+        default="allow",
+        description="Contact details in messages (emails, phone numbers, outside links, messenger handles): "
+        "allow, mask (replaced by [contact info hidden]; the original kept for moderators) or block (422).",
+    )
+    contact_info_region: str = Field(
+        default="US", min_length=2, max_length=2,
+        description="Contact details: the region phone numbers without a country code are read in (ISO 3166 code).",
+    )
+    contact_info_allowed_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Contact details: comma-separated domains (and their subdomains) links may point to, "
+        "e.g. the platform's own.",
+    )
+
+    retain_deleted_days: float = Field(
+        default=0.0, ge=0, le=3650,
+        description="0: deleting a message removes its content for good. Above 0: the content stays, hidden "
+        "from the members, in moderators' exports, until beat purges it this many days after the deletion.",
+    )
+
+    @field_validator("webhook_allowed_cidrs", "webhook_retry_schedule", "contact_info_allowed_domains", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -282,6 +335,33 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
         return value
+
+    @field_validator("contact_info_allowed_domains")
+    @classmethod
+    def _lower_domains(cls, value: list[str]) -> list[str]:
+        return [domain.lower().strip(".") for domain in value]
+
+    @field_validator("policy_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        import base64
+        import binascii
+
+        try:
+            key = base64.b64decode(value.get_secret_value().removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be whsec_ followed by base64") from None
+        if len(key) < 16:
+            raise ValueError("must hold at least 16 bytes of key")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_policy_needs_its_url(self) -> "Settings":
+        if self.conversation_policy == "webhook" and (not self.policy_url or self.policy_secret is None):
+            raise ValueError("PARLEY_CONVERSATION_POLICY=webhook needs PARLEY_POLICY_URL and PARLEY_POLICY_SECRET")
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -325,7 +405,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
+            (f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" if err["loc"] else err["msg"])
+            for err in exc.errors()
         )
         raise SettingsError(f"invalid settings: {problems}") from None
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from parley.schemas import ConversationMembersOut, MessageOut, UploadOut
+from parley.schemas import ConversationMembersOut, MessageOut, ReportOut, UploadOut
 
 
 class EventType(enum.StrEnum):
@@ -23,6 +23,10 @@ class EventType(enum.StrEnum):
     ATTACHMENT_FAILED = "attachment.failed"
     # Internal: uploads left with their message or never attached; their stored files go next.
     ATTACHMENT_DELETED = "attachment.deleted"
+    # Who may talk changed for a pair (a relationship ended or began): clients grey out the input.
+    CONVERSATION_POLICY_CHANGED = "conversation.policy_changed"
+    # A member reported a message: for the admin's webhooks (its audience is nobody).
+    MESSAGE_REPORTED = "message.reported"
     WEBHOOK_TEST = "webhook.test"
     ENDPOINT_DISABLED = "endpoint.disabled"
 
@@ -66,6 +70,22 @@ class AttachmentsDeleted(BaseModel):
 
     attachment_ids: list[str]
     message_id: str | None = None
+
+
+class ConversationPolicyChanged(BaseModel):
+    """Whether the conversation's members may send changed (PARLEY_CONVERSATION_POLICY=relationships:
+    their last relationship ended, or one began again). History stays readable unless
+    PARLEY_POLICY_READ_AFTER_END=false."""
+
+    conversation_id: str
+    can_send: bool
+    cannot_send_reason: str | None = None
+
+
+class MessageReported(BaseModel):
+    report: ReportOut
+
+
 class WebhookTest(BaseModel):
     """Sent by `POST /webhooks/{id}/test`, to that endpoint only."""
 
@@ -93,6 +113,8 @@ PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.ATTACHMENT_READY: AttachmentProcessed,
     EventType.ATTACHMENT_FAILED: AttachmentProcessed,
     EventType.ATTACHMENT_DELETED: AttachmentsDeleted,
+    EventType.CONVERSATION_POLICY_CHANGED: ConversationPolicyChanged,
+    EventType.MESSAGE_REPORTED: MessageReported,
     EventType.WEBHOOK_TEST: WebhookTest,
     EventType.ENDPOINT_DISABLED: EndpointDisabled,
 }
@@ -108,6 +130,7 @@ PUBLIC_EVENT_TYPES: frozenset[EventType] = frozenset(EventType) - INTERNAL_EVENT
 LIVE_EVENT_TYPES: frozenset[EventType] = frozenset(
     {
         EventType.CONVERSATION_CREATED,
+        EventType.CONVERSATION_POLICY_CHANGED,
         EventType.MESSAGE_CREATED,
         EventType.MESSAGE_READ,
         EventType.MESSAGE_DELETED,

@@ -134,6 +134,8 @@ class User(Base):
     inbox_notifications: Mapped[bool] = mapped_column(Boolean, default=True)
     order_updates_notifications: Mapped[bool] = mapped_column(Boolean, default=True)
     email_digest: Mapped[EmailDigest] = mapped_column(_str_enum(EmailDigest), default=EmailDigest.DAILY)
+    # Set by a moderator (POST /admin/users/{id}/suspend): the user's tokens answer 401 suspended.
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ApiToken(Base):
@@ -225,6 +227,10 @@ class Message(Base):
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     client_id: Mapped[str | None] = mapped_column(String(100))
     source: Mapped[MessageSource] = mapped_column(_str_enum(MessageSource), default=MessageSource.API)
+    # PARLEY_CONTACT_INFO=mask: what the sender wrote, before contact details were hidden in
+    # `content`; kept for moderators (exports) only. Set means the message carries the
+    # "contact_info" flag.
+    original_content: Mapped[str | None] = mapped_column(Text)
 
     sender: Mapped[User] = relationship(lazy="raise")
     attachments: Mapped[list[Attachment]] = relationship(
@@ -355,6 +361,79 @@ class ConsumerReceipt(Base):
     outcome: Mapped[ReceiptOutcome] = mapped_column(_str_enum(ReceiptOutcome))
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+# --- who may talk to whom (issue 16) -------------------------------------------------------------
+
+
+class Relationship(Base):
+    """A reason two users may talk under PARLEY_CONVERSATION_POLICY=relationships (a contract, an
+    order...), managed by the host product under its own `reference`. The pair is stored sorted."""
+
+    __tablename__ = "relationships"
+    __table_args__ = (
+        Index("ix_relationships_pair", "user_low_id", "user_high_id"),
+        Index("ix_relationships_user_high_id", "user_high_id"),
+    )
+
+    reference: Mapped[str] = mapped_column(String(200), primary_key=True)
+    user_low_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    user_high_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When beat announced this relationship's expiry (conversation.policy_changed); reset by a PUT.
+    expiry_announced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PolicyDecision(Base):
+    """The host product's last answer (PARLEY_CONVERSATION_POLICY=webhook) to "may `from_id` do
+    `action` towards `to_id`?": the cache every API process and worker shares. The adapter asks the
+    webhook and writes it; the services read it."""
+
+    __tablename__ = "policy_decisions"
+
+    action: Mapped[str] = mapped_column(String(16), primary_key=True)
+    from_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    to_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    allow: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Block(Base):
+    """`blocker_id` blocked `blocked_id`: the blocked user cannot start a conversation with, or send
+    to, the blocker, and their typing and presence no longer reach the blocker."""
+
+    __tablename__ = "blocks"
+    __table_args__ = (Index("ix_blocks_blocked_id", "blocked_id"),)
+
+    blocker_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    blocked_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReportStatus(enum.StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class Report(Base):
+    """A member reported a message to the moderators."""
+
+    __tablename__ = "reports"
+    __table_args__ = (Index("ix_reports_status_id", "status", "id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    reporter_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(1000))
+    status: Mapped[ReportStatus] = mapped_column(_str_enum(ReportStatus), default=ReportStatus.OPEN)
+    resolution: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class WsTicket(Base):

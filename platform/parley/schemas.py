@@ -7,7 +7,16 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from parley.models import AttachmentKind, AttachmentStatus, Conversation, EmailDigest, MessageSource, User, UserKind
+from parley.models import (
+    AttachmentKind,
+    AttachmentStatus,
+    Conversation,
+    EmailDigest,
+    MessageSource,
+    ReportStatus,
+    User,
+    UserKind,
+)
 
 
 class Shape(BaseModel):
@@ -87,6 +96,20 @@ class MessageOut(Shape):
     deleted_at: datetime | None
     client_id: str | None
     source: MessageSource
+    # "contact_info": contact details were hidden in `content` (PARLEY_CONTACT_INFO=mask).
+    flags: list[str] = []
+
+
+class ReportOut(Shape):
+    id: str
+    message_id: str
+    conversation_id: str
+    reporter_id: str
+    reason: str
+    status: ReportStatus
+    resolution: str | None
+    created_at: datetime
+    resolved_at: datetime | None
 
 
 class ConversationCore(Shape):
@@ -103,6 +126,9 @@ class ConversationOut(ConversationCore):
     other_user: UserSummary
     last_message: MessageOut | None
     unread_count: int
+    # Whether the conversation policy lets the viewer send here now (clients grey out the input).
+    can_send: bool = True
+    cannot_send_reason: str | None = None
 
 
 class ConversationMembersOut(ConversationCore):

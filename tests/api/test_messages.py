@@ -26,7 +26,7 @@ async def test_a_message_keeps_its_text_exactly_and_has_the_documented_shape(cli
     ])
 
     assert set(sent) == {"id", "conversation_id", "sender_id", "sender", "content", "attachments", "created_at",
-                         "updated_at", "read_at", "deleted_at", "client_id", "source"}
+                         "updated_at", "read_at", "deleted_at", "client_id", "source", "flags"}
     assert sent["content"] == text
     assert sent["sender"] == {"id": alice.id, "username": "alice", "name": "Alice", "avatar_url": None}
     assert sent["source"] == "api" and sent["read_at"] is None and sent["deleted_at"] is None

@@ -17,7 +17,7 @@ from parley.api.endpoints import Endpoint
 from parley.api.errors import error_middleware
 from parley.api.keys import ENGINE, REALTIME, REQUEST_ID, SESSIONS, SETTINGS, STORAGE, TOKEN_CACHE
 from parley.api.openapi import build_openapi
-from parley.api.routes import attachments, conversations, email, meta, users, webhooks
+from parley.api.routes import attachments, conversations, email, meta, moderation, safety, users, webhooks
 from parley.config import Settings
 from parley.api.token_cache import CREDENTIALS_CHANGED, TokenCache
 from parley.db import async_session_factory, create_async_db_engine, set_events_committed_hook
@@ -41,6 +41,8 @@ ROUTE_TABLES = (
     conversations.endpoints,
     attachments.endpoints,
     webhooks.endpoints,
+    safety.endpoints,
+    moderation.endpoints,
     realtime_routes.endpoints,
     email.endpoints,
 )

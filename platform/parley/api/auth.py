@@ -58,6 +58,8 @@ async def _token_holder(request: web.Request, token: str) -> User:
         if user is None:
             raise ApiError(401, "unauthorized", "the bearer token is unknown or revoked")
         cache.put(token_hash, user, generation)
+    if user.suspended_at is not None:
+        raise ApiError(401, "suspended", "this account is suspended")
     return user
 
 

@@ -35,6 +35,8 @@ class Endpoint:
     upload_field: str | None = None
     # The JSON body may be left out (parse_body(..., optional=True)).
     body_optional: bool = False
+    # Schemas of path parameters that are not plain strings (the default).
+    path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,12 +58,13 @@ class EndpointTable:
         include_in_schema: bool = True,
         upload_field: str | None = None,
         body_optional: bool = False,
+        path_schemas: dict[str, dict[str, Any]] | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
                 Endpoint(
                     method, path, handler, summary, auth, body, query, responses, errors, self.tag, include_in_schema,
-                    upload_field, body_optional,
+                    upload_field, body_optional, dict(path_schemas or {}),
                 )
             )
             return handler

@@ -16,13 +16,15 @@ _PATH_PARAM = re.compile(r"{(\w+)}")
 _ERROR_TEXT = {
     400: "Malformed request (invalid_json, invalid_upload)",
     401: "Missing or unknown bearer token (unauthorized)",
-    403: "Not allowed (admin_required, user_token_required: a user's route called with the admin token, not_sender, ...)",
+    403: "Not allowed (admin_required, user_token_required: a user's route called with the admin token, not_sender, "
+    "policy_denied with the reason in details, blocked, ...)",
     404: "Not found, or not yours to see (not_found, user_not_found, webhook_not_found, ...)",
     409: "Conflicts with existing data (username_taken, client_id_reused, webhook_disabled), or not ready "
     "(attachment_not_ready)",
     413: "Too large (payload_too_large: the body is over PARLEY_MAX_REQUEST_BYTES; upload_too_large)",
     415: "A type Parley does not accept (unsupported_media_type)",
-    422: "Validation failed (validation_error naming the fields, cannot_message_self, invalid_cursor, ...)",
+    422: "Validation failed (validation_error naming the fields, cannot_message_self, invalid_cursor, "
+    "contact_info_not_allowed naming the kinds found, ...)",
     426: "A WebSocket route called without the upgrade (upgrade_required)",
     503: "A dependency is unavailable",
 }
@@ -68,7 +70,7 @@ def build_openapi(endpoints: Iterable[Endpoint], *, version: str, max_message_ch
             "operationId": e.handler.__name__,
             "tags": [e.tag],
             "parameters": [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                {"name": name, "in": "path", "required": True, "schema": e.path_schemas.get(name, {"type": "string"})}
                 for name in _PATH_PARAM.findall(e.path)
             ],
             "responses": {},

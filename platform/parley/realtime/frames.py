@@ -32,6 +32,8 @@ class ClientFrame(enum.StrEnum):
 # Close codes. 4008 is ours (the 4000-4999 range is for applications): the client is too slow to
 # keep up with its own events.
 CLOSE_SLOW_CONSUMER = 4008
+# The user was suspended by a moderator: their connections close at once, on every node.
+CLOSE_SUSPENDED = 4003
 CLOSE_GOING_AWAY = 1001
 
 

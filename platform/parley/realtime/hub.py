@@ -20,6 +20,8 @@ from parley.services.event_feed import FeedEvent
 class LocalUser:
     partners: dict[str, str]  # conversation id -> the other member
     connections: set[Connection] = field(default_factory=set)
+    # Users this user blocked: their typing and presence are not shown to this user.
+    blocked: set[str] = field(default_factory=set)
 
 
 class Hub:
@@ -34,11 +36,12 @@ class Hub:
     def has_user(self, user_id: str) -> bool:
         return user_id in self.users
 
-    def add(self, connection: Connection, partners: dict[str, str] | None) -> None:
-        """Register a connection. `partners` is needed only for a user's first local connection."""
+    def add(self, connection: Connection, partners: dict[str, str] | None, blocked: set[str] | None = None) -> None:
+        """Register a connection. `partners` (and `blocked`) are needed only for a user's first
+        local connection."""
         user = self.users.get(connection.user_id)
         if user is None:
-            user = LocalUser(partners=dict(partners or {}))
+            user = LocalUser(partners=dict(partners or {}), blocked=set(blocked or ()))
             self.users[connection.user_id] = user
             for partner_id in user.partners.values():
                 self._watchers[partner_id].add(connection.user_id)
@@ -82,12 +85,14 @@ class Hub:
             return
         frame = encode_frame(ServerFrame.PRESENCE, data)
         for watcher_id in watchers:
+            if user_id in self.users[watcher_id].blocked:
+                continue
             for connection in self.users[watcher_id].connections:
                 connection.offer(frame)
 
     def deliver_typing(self, to_user_id: str, conversation_id: str, data: dict[str, object]) -> None:
         user = self.users.get(to_user_id)
-        if user is None:
+        if user is None or data.get("user_id") in user.blocked:
             return
         frame = encode_frame(ServerFrame.TYPING, data, conversation_id=conversation_id)
         for connection in user.connections:
@@ -99,6 +104,11 @@ class Hub:
         first, second = event.member_ids
         self.learn(first, event.conversation_id, second)
         self.learn(second, event.conversation_id, first)
+
+    def set_blocked(self, user_id: str, blocked: set[str]) -> None:
+        user = self.users.get(user_id)
+        if user is not None:
+            user.blocked = set(blocked)
 
     def learn(self, user_id: str, conversation_id: str, partner_id: str) -> None:
         user = self.users.get(user_id)

@@ -26,14 +26,21 @@ from parley.db import run_service
 from parley.ids import new_id
 from parley.realtime.bus import Bus, BusMessage, LocalBus, RedisBus
 from parley.realtime.connection import Connection
-from parley.realtime.frames import CLOSE_GOING_AWAY
+from parley.realtime.frames import CLOSE_GOING_AWAY, CLOSE_SUSPENDED
 from parley.realtime.hub import Hub
 from parley.realtime.presence_store import MemoryPresenceStore, PresenceStore, RedisPresenceStore
 from parley.realtime.schemas import PresenceOut
+from parley.services.blocks import blocked_by
 from parley.services.event_feed import events_after, latest_event_id, partner_in, partners_of
 
 log = logging.getLogger("parley.realtime")
 
+# Bus message kind {"kind", "user_id"}: the user blocked or unblocked someone; every process reloads
+# whom that user blocked, so typing and presence stop (or resume) reaching them at once.
+BLOCKS_CHANGED = "blocks_changed"
+# Bus message kind {"kind", "user_id"}: a moderator suspended the user; every process closes the
+# user's WebSockets (their cached credentials go through credentials_changed).
+USER_SUSPENDED = "user_suspended"
 TAIL_BATCH = 500
 TAIL_ERROR_BACKOFF_SECONDS = 1.0
 # How long stop() lets the tail finish a database call it is in before cancelling it anyway.
@@ -71,10 +78,13 @@ class RealtimeNode:
             self.bus = LocalBus()
             self.presence = MemoryPresenceStore()
         self._listeners: dict[str, Callable[[BusMessage], None]] = {}
+        self.listen(BLOCKS_CHANGED, self._on_blocks_changed)
+        self.listen(USER_SUSPENDED, self._on_user_suspended)
         self._wake = asyncio.Event()
         self._stopping = False
         self._announce = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -171,6 +181,36 @@ class RealtimeNode:
         elif (listener := self._listeners.get(str(kind))) is not None:
             listener(message)
 
+    def _on_user_suspended(self, message: BusMessage) -> None:
+        task = asyncio.get_running_loop().create_task(self.close_user(str(message["user_id"])))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close_user(self, user_id: str) -> None:
+        """Close every connection of `user_id` on this process (a suspension)."""
+        user = self.hub.users.get(user_id)
+        if user is None:
+            return
+        await asyncio.gather(*(c.close(CLOSE_SUSPENDED, b"suspended") for c in list(user.connections)), return_exceptions=True)
+
+    def _on_blocks_changed(self, message: BusMessage) -> None:
+        user_id = str(message["user_id"])
+        if self.hub.has_user(user_id):
+            task = asyncio.get_running_loop().create_task(self._reload_blocks(user_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def reload_blocks(self, user_id: str) -> None:
+        """Whom `user_id` blocked, read again now (the process that changed it, before answering)."""
+        if self.hub.has_user(user_id):
+            self.hub.set_blocked(user_id, await run_service(self.sessions, blocked_by, user_id))
+
+    async def _reload_blocks(self, user_id: str) -> None:
+        try:
+            self.hub.set_blocked(user_id, await run_service(self.sessions, blocked_by, user_id))
+        except Exception as exc:
+            log.warning("realtime.blocks_reload_failed", extra={"error": repr(exc)})
+
     def _on_bus_reconnect(self) -> None:
         # Wake-ups may have been lost while Redis was away, and this process's connections may have
         # expired there: look at the outbox now, and hold every connection again.
@@ -181,10 +221,11 @@ class RealtimeNode:
 
     async def attach(self, connection: Connection) -> None:
         """Register a new connection (held back while it replays) and count its user online."""
-        partners = None
+        partners = blocked = None
         if not self.hub.has_user(connection.user_id):
             partners = await run_service(self.sessions, partners_of, connection.user_id)
-        self.hub.add(connection, partners)
+            blocked = await run_service(self.sessions, blocked_by, connection.user_id)
+        self.hub.add(connection, partners, blocked)
         await self._hold(connection)
 
     async def detach(self, connection: Connection) -> None:

@@ -19,6 +19,7 @@ from parley.realtime.frames import FrameError, PingFrame, ServerFrame, encode_fr
 from parley.realtime.node import RealtimeNode
 from parley.realtime.schemas import PresenceOut, WsQuery, WsTicketOut
 from parley.services.event_feed import can_replay_since, member_events_after, require_shared_conversation
+from parley.services.users import get_user
 from parley.services.ws_tickets import issue_ticket, redeem_ticket
 
 log = logging.getLogger("parley.realtime")
@@ -72,6 +73,9 @@ async def _connecting_user_id(request: web.Request, query: WsQuery) -> str:
     user_id = await call(request, redeem_ticket, query.ticket)
     if user_id is None:
         raise ApiError(401, "invalid_ticket", "the ticket is unknown, expired or already used")
+    holder = await call(request, get_user, user_id)
+    if holder.suspended_at is not None:
+        raise ApiError(401, "suspended", "this account is suspended")
     return user_id
 
 

@@ -28,7 +28,7 @@ def contact_user(
     """Find or start the conversation with `other`, and send the optional first message, in one
     transaction."""
     with transaction(session):
-        conversation, created = get_or_create_conversation(session, actor, other)
+        conversation, created = get_or_create_conversation(session, actor, other, settings)
         message = None
         if first_message is not None:
             message, _ = send_message(session, settings, actor, conversation.id, first_message)
@@ -40,4 +40,4 @@ def start_conversation(
 ) -> tuple[ConversationOut, bool]:
     """contact_user, answered with the conversation as `actor` sees it: (view, created)."""
     contact = contact_user(session, settings, actor, other, first_message)
-    return show_conversation(session, actor, contact.conversation.id), contact.created
+    return show_conversation(session, actor, contact.conversation.id, settings=settings), contact.created

@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Integer, Select, String, bindparam, case, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
+from parley.config import Settings
 from parley.db import reading, transaction
 from parley.errors import Invalid, NotFound
 from parley.events import ConversationCreated, EventType
@@ -20,6 +21,8 @@ from parley.ids import is_valid_id
 from parley.models import Conversation, ConversationMember, Message, User, UTCDateTime
 from parley.schemas import ConversationMembersOut, ConversationOut, UserSummary
 from parley.services.message_views import MESSAGE_COLUMNS, attachments_of, message_view, summary_of, unread_by
+from parley.services import policy
+from parley.services.blocks import blocked_error, is_blocked_by
 from parley.services.outbox import record_event
 from parley.services.users import get_user, get_user_by_username
 
@@ -35,14 +38,20 @@ class OtherUser:
     username: str | None = None
 
 
-def get_or_create_conversation(session: Session, actor: User, other: OtherUser) -> tuple[Conversation, bool]:
+def get_or_create_conversation(
+    session: Session, actor: User, other: OtherUser, settings: Settings | None = None
+) -> tuple[Conversation, bool]:
     """The conversation between `actor` and `other`, created (with `conversation.created`) if it
-    does not exist yet. Returns (conversation, created)."""
+    does not exist yet. Returns (conversation, created). Starting one is refused to a user the
+    other has blocked (403 blocked) and when the conversation policy (`settings`) says no (403
+    policy_denied); an existing conversation is found whatever the policy (sending is checked)."""
     with transaction(session):
-        return _get_or_create(session, actor, other)
+        return _get_or_create(session, actor, other, settings)
 
 
-def _get_or_create(session: Session, actor: User, other: OtherUser) -> tuple[Conversation, bool]:
+def _get_or_create(
+    session: Session, actor: User, other: OtherUser, settings: Settings | None
+) -> tuple[Conversation, bool]:
     try:
         if other.user_id is not None:
             other_user = get_user(session, other.user_id)
@@ -57,6 +66,10 @@ def _get_or_create(session: Session, actor: User, other: OtherUser) -> tuple[Con
     existing = _find_by_pair(session, pair_key)
     if existing is not None:
         return existing, False
+    if is_blocked_by(session, other_user.id, actor.id):
+        raise blocked_error()
+    if settings is not None:
+        policy.check(session, settings, policy.Action.START, actor.id, other_user.id)
 
     conversation = Conversation(pair_key=pair_key, initiator_id=actor.id, recipient_id=other_user.id)
     try:
@@ -117,20 +130,24 @@ def get_member_conversation(session: Session, conversation_id: str, user_id: str
     return Membership(conversation_id, row.initiator_id, row.recipient_id)
 
 
-def find_conversation_with(session: Session, viewer: User, other_user_id: str) -> ConversationOut:
+def find_conversation_with(
+    session: Session, viewer: User, other_user_id: str, *, settings: Settings | None = None
+) -> ConversationOut:
     pair_key = Conversation.pair_key_for(viewer.id, other_user_id) if is_valid_id(other_user_id) else ""
     with reading(session):
-        found = _conversation_views(session, viewer, _BY_PAIR, pair_key=pair_key)
+        found = _conversation_views(session, viewer, _BY_PAIR, settings, pair_key=pair_key)
     if not found:
         raise NotFound("no conversation with this user yet", details={"user_id": other_user_id})
     return found[0]
 
 
-def show_conversation(session: Session, viewer: User, conversation_id: str) -> ConversationOut:
+def show_conversation(
+    session: Session, viewer: User, conversation_id: str, *, settings: Settings | None = None
+) -> ConversationOut:
     found = []
     if is_valid_id(conversation_id):
         with reading(session):
-            found = _conversation_views(session, viewer, _BY_ID, conversation_id=conversation_id)
+            found = _conversation_views(session, viewer, _BY_ID, settings, conversation_id=conversation_id)
     if not found:
         raise NotFound("no such conversation", details={"conversation_id": conversation_id})
     return found[0]
@@ -143,16 +160,21 @@ class InboxPage:
 
 
 def list_inbox(
-    session: Session, viewer: User, *, cursor: str | None = None, limit: int = INBOX_DEFAULT_LIMIT
+    session: Session,
+    viewer: User,
+    *,
+    cursor: str | None = None,
+    limit: int = INBOX_DEFAULT_LIMIT,
+    settings: Settings | None = None,
 ) -> InboxPage:
     """The viewer's conversations, most recent activity first, `limit` at a time."""
     position = decode_inbox_cursor(cursor) if cursor else None
     with reading(session):
         if position is None:
-            items = _conversation_views(session, viewer, _INBOX_FIRST_PAGE, limit=limit + 1)
+            items = _conversation_views(session, viewer, _INBOX_FIRST_PAGE, settings, limit=limit + 1)
         else:
             items = _conversation_views(
-                session, viewer, _INBOX_NEXT_PAGE, limit=limit + 1, after_updated_at=position[0], after_id=position[1]
+                session, viewer, _INBOX_NEXT_PAGE, settings, limit=limit + 1, after_updated_at=position[0], after_id=position[1]
             )
     page, more = items[:limit], len(items) > limit
     next_cursor = encode_inbox_cursor(page[-1].updated_at, page[-1].id) if more and page else None
@@ -266,10 +288,11 @@ _MEMBERS = select(Conversation.initiator_id, Conversation.recipient_id).where(
 
 
 def _conversation_views(
-    session: Session, viewer: User, query: Select[Any], **params: object
+    session: Session, viewer: User, query: Select[Any], settings: Settings | None, **params: object
 ) -> list[ConversationOut]:
     rows = (session.execute(query, {"viewer_id": viewer.id, **params})).all()
     me = summary_of(viewer)
+    verdicts = policy.verdicts(session, settings, policy.Action.SEND, viewer.id, [row.other_id for row in rows])
     attachments = attachments_of(session, [row.last_id for row in rows if row.last_id is not None])
     views = []
     for row in rows:
@@ -292,6 +315,8 @@ def _conversation_views(
                 other_user=other,
                 last_message=last_message,
                 unread_count=row.unread_count,
+                can_send=verdicts[row.other_id].allow,
+                cannot_send_reason=verdicts[row.other_id].reason,
             )
         )
     return views

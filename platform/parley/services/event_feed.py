@@ -18,7 +18,7 @@ from parley.db import reading
 from parley.errors import NotFound
 from parley.events import LIVE_EVENT_TYPES
 from parley.ids import is_valid_id
-from parley.models import Conversation, Event, audience_includes, utcnow
+from parley.models import Block, Conversation, Event, audience_includes, utcnow
 
 _LIVE_TYPES = sorted(t.value for t in LIVE_EVENT_TYPES)
 
@@ -102,14 +102,16 @@ def partners_of(session: Session, user_id: str) -> dict[str, str]:
 
 
 def require_shared_conversation(session: Session, viewer_id: str, user_id: str) -> None:
-    """Presence is visible only between people who share a conversation; to anyone else the user
-    does not exist."""
+    """Presence is visible only between people who share a conversation, and not to a user who
+    blocked them; to anyone else the user does not exist."""
     if user_id == viewer_id:
         return
     with reading(session):
         found = is_valid_id(user_id) and session.scalar(
             select(Conversation.id).where(Conversation.pair_key == Conversation.pair_key_for(viewer_id, user_id))
         )
+        if found and session.scalar(select(Block.blocker_id).where(Block.blocker_id == viewer_id, Block.blocked_id == user_id)):
+            found = None
     if not found:
         raise NotFound("no such user", details={"user_id": user_id})
 

@@ -28,7 +28,9 @@ MESSAGE_COLUMNS = (
     Message.deleted_at,
     Message.client_id,
     Message.source,
+    Message.original_content,
 )
+CONTACT_INFO_FLAG = "contact_info"
 def unread_by(viewer_id: str | ColumnElement[str]) -> ColumnElement[bool]:
     """Messages `viewer_id` has yet to read: the other member's, unread, and not deleted (a deleted
     message no longer asks to be read)."""
@@ -56,6 +58,7 @@ def message_view(
         deleted_at=values["deleted_at"],
         client_id=values["client_id"],
         source=values["source"],
+        flags=[CONTACT_INFO_FLAG] if values.get("original_content") is not None and values["deleted_at"] is None else [],
     )
 
 

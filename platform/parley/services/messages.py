@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Integer, Select, String, bindparam, case, or_, select, text
+from sqlalchemy import Integer, Select, String, bindparam, case, exists, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,8 +17,21 @@ from parley.db import note_events_recorded, one_statement, reading, transaction
 from parley.errors import Conflict, Forbidden, Invalid, NotFound
 from parley.events import EventType, MessageCreated, MessageDeleted
 from parley.ids import is_valid_id, new_id
-from parley.models import Attachment, AttachmentKind, Conversation, Message, MessageSource, User, UTCDateTime, utcnow
-from parley.schemas import AttachmentOut, MessageOut
+from parley.models import (
+    Attachment,
+    AttachmentKind,
+    Block,
+    Conversation,
+    Message,
+    MessageSource,
+    User,
+    UTCDateTime,
+    utcnow,
+)
+from parley.services import policy
+from parley.services.blocks import blocked_error
+from parley.services.contact_info import protect_contact_info
+from parley.schemas import AttachmentOut, MessageOut, UserSummary
 from parley.services.attachments import claim_uploads, forget_message_uploads
 from parley.services.conversations import get_member_conversation
 from parley.services.message_views import (
@@ -56,6 +69,9 @@ class MessageDraft:
     source: MessageSource = MessageSource.API
     # Uploads (POST /attachments) of the sender's, not used yet.
     attachment_ids: tuple[str, ...] = ()
+    # Set by send_message, never by callers: what the sender wrote before contact details were
+    # masked out of `content` (PARLEY_CONTACT_INFO=mask), kept for moderators.
+    original_content: str | None = None
 
 
 def field_error(field_name: str, message: str) -> Invalid:
@@ -79,8 +95,20 @@ def send_message(
     """Send `draft` into a conversation the sender belongs to, as the API, a worker or a consumer
     would: the message, its attachments and `message.created` are written in one transaction (the
     caller's, if one is open). Returns (message, created): a repeated `client_id` returns the
-    message first sent with it and creates nothing."""
+    message first sent with it and creates nothing.
+
+    Every entry path comes through here, so here the safety rules apply, before either write path
+    is chosen: contact details (PARLEY_CONTACT_INFO: masked, or 422 contact_info_not_allowed with
+    nothing stored), the conversation policy (403 policy_denied), and blocks (403 blocked, checked
+    by the write statement itself so an open-policy send stays one round trip)."""
     check_draft(draft, settings)
+    if sender.suspended_at is not None:  # a worker acting for a suspended user (their tokens are refused)
+        raise Forbidden("this account is suspended", code="suspended")
+    draft = protect_contact_info(settings, draft)
+    if settings.conversation_policy != "open":
+        with reading(session):
+            membership = get_member_conversation(session, conversation_id, sender.id)
+            policy.check(session, settings, policy.Action.SEND, sender.id, membership.other_member_id(sender.id))
     if _is_plain_text(draft) and not session.in_transaction() and session.get_bind().dialect.name == "postgresql":
         return _send_text_in_one_statement(session, sender, conversation_id, draft)
     with transaction(session):
@@ -144,7 +172,7 @@ def _write_message(session: Session, conversation_id: str, sender: User, draft: 
     bump = {"conversation_id": conversation_id, "sender_id": sender.id, "now": now}
     members = connection.execute(_BUMP_CONVERSATION, bump).first()
     if members is None:
-        raise not_found
+        raise _refusal(session, conversation_id, sender.id)
     values = _message_row(conversation_id, sender, draft, now)
     connection.execute(_INSERT_MESSAGE, values)
     attachments = [_attachment_row(values["id"], a) for a in draft.attachments]
@@ -173,6 +201,7 @@ def _message_row(conversation_id: str, sender: User, draft: MessageDraft, now: d
         "deleted_at": None,
         "client_id": draft.client_id,
         "source": draft.source,
+        "original_content": draft.original_content,
     }
 
 
@@ -192,11 +221,12 @@ def _write_text_message_in_one_statement(
         "content": draft.content,
         "client_id": draft.client_id,
         "source": draft.source.value,
+        "original_content": draft.original_content,
         "now": now,
         "payload": MessageCreated(message=view).model_dump_json(),
     }
     if session.connection().execute(_SEND_TEXT_MESSAGE, params).first() is None:
-        raise NotFound("no such conversation", details={"conversation_id": conversation_id})
+        raise _refusal(session, conversation_id, sender.id)
     note_events_recorded(session)
     return view
 
@@ -207,11 +237,14 @@ _SEND_TEXT_MESSAGE = text(f"""
 WITH bumped AS (
     UPDATE conversations SET updated_at = GREATEST(updated_at, :now)
     WHERE id = :conversation_id AND (initiator_id = :sender_id OR recipient_id = :sender_id)
+      AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocks.blocked_id = :sender_id
+                      AND blocks.blocker_id IN (conversations.initiator_id, conversations.recipient_id))
     RETURNING initiator_id, recipient_id
 ), message AS (
     INSERT INTO messages (id, conversation_id, sender_id, content, created_at, updated_at, read_at, deleted_at,
-                          client_id, source)
-    SELECT :id, :conversation_id, :sender_id, :content, :now, :now, NULL, NULL, :client_id, :source FROM bumped
+                          client_id, source, original_content)
+    SELECT :id, :conversation_id, :sender_id, :content, :now, :now, NULL, NULL, :client_id, :source,
+           :original_content FROM bumped
     RETURNING id
 ), ordered AS (
     SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK_KEY}) FROM message
@@ -227,8 +260,23 @@ SELECT id FROM event
 """).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
+def _refusal(session: Session, conversation_id: str, sender_id: str) -> Exception:
+    """Why the send statement wrote nothing: the sender is no member (404, as for any stranger), or
+    the other member blocked them (403 blocked, and nothing more)."""
+    member = session.execute(
+        select(Conversation.id).where(
+            Conversation.id == conversation_id,
+            or_(Conversation.initiator_id == sender_id, Conversation.recipient_id == sender_id),
+        )
+    ).first()
+    if member is None:
+        return NotFound("no such conversation", details={"conversation_id": conversation_id})
+    return blocked_error()
+
+
 # Built once, and run on the connection (Core, not the ORM): this is the send path.
 _conversations = Conversation.__table__
+_blocks = Block.__table__
 _NOW = bindparam("now", type_=UTCDateTime())
 _BUMP_CONVERSATION = (
     _conversations.update()
@@ -237,6 +285,10 @@ _BUMP_CONVERSATION = (
         or_(
             _conversations.c.initiator_id == bindparam("sender_id", type_=String()),
             _conversations.c.recipient_id == bindparam("sender_id", type_=String()),
+        ),
+        ~exists().where(
+            _blocks.c.blocked_id == bindparam("sender_id", type_=String()),
+            _blocks.c.blocker_id.in_([_conversations.c.initiator_id, _conversations.c.recipient_id]),
         ),
     )
     .values(updated_at=case((_conversations.c.updated_at < _NOW, _NOW), else_=_conversations.c.updated_at))
@@ -331,6 +383,7 @@ def list_history(
     before: str | None = None,
     after: str | None = None,
     limit: int = HISTORY_DEFAULT_LIMIT,
+    settings: Settings | None = None,
 ) -> HistoryPage:
     """A page of messages, oldest to newest. Pages are cut at message ids, which are time-ordered
     and never change, so messages arriving meanwhile never shift or repeat a page."""
@@ -340,6 +393,7 @@ def list_history(
     limit = max(1, min(limit, HISTORY_MAX_LIMIT))
     with reading(session):
         conversation = get_member_conversation(session, conversation_id, viewer.id)
+        policy.read_allowed(session, settings, viewer.id, conversation.other_member_id(viewer.id))
         if after is not None and before is not None:
             query, bound = _HISTORY_BETWEEN, after
         elif after is not None:
@@ -363,9 +417,11 @@ def list_history(
     return HistoryPage(items=items, has_more=len(rows) > limit)
 
 
-def delete_message(session: Session, actor: User, message_id: str) -> MessageOut:
+def delete_message(session: Session, actor: User, message_id: str, settings: Settings | None = None) -> MessageOut:
     """Replace a message's content with a notice and remove its attachments, for both members and
-    for good. Only the sender may; deleting again changes nothing and records no event."""
+    for good (unless PARLEY_RETAIN_DELETED_DAYS keeps the text, hidden from the members, for
+    moderators until beat's purge). Only the sender may; deleting again changes nothing and records
+    no event."""
     with transaction(session):
         message = (
             session.scalar(select(Message).where(Message.id == message_id).with_for_update())
@@ -378,22 +434,39 @@ def delete_message(session: Session, actor: User, message_id: str) -> MessageOut
         if message.sender_id != actor.id:
             raise Forbidden("only the sender can delete a message", code="not_sender")
         if message.deleted_at is None:
-            now = utcnow()
-            message.content = DELETED_CONTENT
-            message.deleted_at = now
-            message.updated_at = now
-            forget_message_uploads(session, message)
-            session.flush()
-            view = message_view(_row_of(message), summary_of(actor), [])
-            record_event(
-                session,
-                EventType.MESSAGE_DELETED,
-                MessageDeleted(message=view),
-                conversation_id=message.conversation_id,
-                audience=conversation.member_ids,
-            )
+            view = remove_message_content(session, settings, message, conversation, DELETED_CONTENT, summary_of(actor))
         else:
             view = message_view(_row_of(message), summary_of(actor), [])
+    return view
+
+
+def remove_message_content(
+    session: Session,
+    settings: Settings | None,
+    message: Message,
+    conversation: Conversation,
+    notice: str,
+    sender: UserSummary,
+) -> MessageOut:
+    """In the caller's transaction: replace the content with `notice`, remove the attachments, and
+    record `message.deleted` for both members. The text is kept in `original_content` (never shown
+    to members) only while PARLEY_RETAIN_DELETED_DAYS is above 0."""
+    now = utcnow()
+    retain = settings is not None and settings.retain_deleted_days > 0
+    message.original_content = (message.original_content or message.content) if retain else None
+    message.content = notice
+    message.deleted_at = now
+    message.updated_at = now
+    forget_message_uploads(session, message)
+    session.flush()
+    view = message_view(_row_of(message), sender, [])
+    record_event(
+        session,
+        EventType.MESSAGE_DELETED,
+        MessageDeleted(message=view),
+        conversation_id=message.conversation_id,
+        audience=conversation.member_ids,
+    )
     return view
 
 
