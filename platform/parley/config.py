@@ -255,6 +255,17 @@ class Settings(BaseSettings):
         description="Attempts to hand one email to the SMTP server (connection errors, 4xx) before it is failed.",
     )
 
+    # --- digests ---
+    conversation_url_template: str | None = Field(
+        default=None,
+        description="A link to a conversation in your app, with {conversation_id} in it (e.g. "
+        "https://app.example.com/inbox/{conversation_id}); unset, digests carry no links to conversations.",
+    )
+    digest_sweep_seconds: float = Field(
+        default=180.0, ge=1, le=3600,
+        description="How often beat looks for users whose digest is due (their local digest_hour has come).",
+    )
+
     @field_validator("webhook_allowed_cidrs", "webhook_retry_schedule", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
