@@ -266,6 +266,15 @@ class Settings(BaseSettings):
         description="How often beat looks for users whose digest is due (their local digest_hour has come).",
     )
 
+    @field_validator("conversation_url_template")
+    @classmethod
+    def _conversation_link(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if "{conversation_id}" not in value:
+            raise ValueError("must contain {conversation_id}, e.g. https://app.example.com/inbox/{conversation_id}")
+        return value
+
     @field_validator("webhook_allowed_cidrs", "webhook_retry_schedule", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:

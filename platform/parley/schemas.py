@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from parley.models import AttachmentKind, AttachmentStatus, Conversation, EmailDigest, MessageSource, User, UserKind
+from parley.models import AttachmentKind, AttachmentStatus, Conversation, EmailDigest, MessageSource, User, UserKind, Weekday
 
 
 class Shape(BaseModel):
@@ -36,6 +36,9 @@ class NotificationSettingsOut(Shape):
     inbox_notifications: bool
     order_updates_notifications: bool
     email_digest: EmailDigest
+    timezone: str
+    digest_hour: int
+    digest_weekday: Weekday
 
 
 class ThumbnailOut(Shape):
