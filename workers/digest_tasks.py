@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from celery import Task
@@ -44,6 +44,7 @@ def run_digest_batch(
     user_ids: Sequence[str],
     *,
     force: bool = False,
+    now: datetime | None = None,
 ) -> tuple[PreparedDigests, dict[str, int]]:
     """Record the batch's digests, then send them. A racing forced run that listed one of the
     messages first makes the transaction fail: it runs once more and lists what is left."""
@@ -54,7 +55,7 @@ def run_digest_batch(
     for attempt in range(3):
         try:
             with sessions() as session:
-                prepared = prepare_digests(session, settings, user_ids, compose=compose, force=force)
+                prepared = prepare_digests(session, settings, user_ids, compose=compose, force=force, now=now)
             break
         except IntegrityError:
             if attempt == 2:
