@@ -5,7 +5,7 @@ integrations/email/digests.py, sending is the email send path (workers/email_tas
   the users.next_digest_at index and sends one `parley.digest_batch` per BATCH_SIZE of them.
 - task `parley.digest_batch`: in one transaction records the batch's digests (outgoing emails and
   digest_items) and reschedules its users (prepare_digests), then hands each email to the send path:
-  `deliver` claims it (a lease; never once sent), so an email a crash left behind is sent by the
+  `deliver_many` claims them (a lease; never once sent), so an email a crash left behind is sent by the
   email sweep, never twice.
 """
 
@@ -25,7 +25,7 @@ from integrations.email.sender import EmailSender
 from parley.config import Settings
 from parley.models import utcnow
 from parley.services.email_digests import BATCH_SIZE, DigestFacts, PreparedDigests, due_digest_users, prepare_digests
-from workers.email_tasks import EMAIL_QUEUE, _sender, deliver
+from workers.email_tasks import EMAIL_QUEUE, _sender, deliver_many
 
 if TYPE_CHECKING:
     from workers.celery_app import ParleyCelery
@@ -62,8 +62,7 @@ def run_digest_batch(
                 raise
             log.info("digest.batch_raced", extra={"users": len(user_ids)})
     outcomes: dict[str, int] = {}
-    for email_id in prepared.email_ids:
-        outcome = deliver(settings, sessions, sender, email_id)
+    for outcome in deliver_many(settings, sessions, sender, prepared.email_ids).values():
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return prepared, outcomes
 

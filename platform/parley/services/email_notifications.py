@@ -331,11 +331,39 @@ def claim_email(session: Session, email_id: str, now: datetime | None = None) ->
         return ClaimedEmail(email.id, email.recipient, email.content.encode("utf-8", "surrogateescape"), email.attempts)
 
 
+def claim_emails(session: Session, email_ids: list[str], now: datetime | None = None) -> list[ClaimedEmail]:
+    """claim_email for many at once (one transaction): those free to send, in the order given."""
+    now = now or utcnow()
+    with transaction(session):
+        emails = session.scalars(
+            select(OutgoingEmail).where(OutgoingEmail.id.in_(email_ids)).with_for_update(skip_locked=True)
+        ).all()
+        claimed = {}
+        for email in emails:
+            if email.status in (EmailStatus.SENT, EmailStatus.FAILED):
+                continue
+            if email.status is EmailStatus.SENDING and email.next_attempt_at is not None and email.next_attempt_at > now:
+                continue
+            email.status = EmailStatus.SENDING
+            email.attempts += 1
+            email.next_attempt_at = now + timedelta(seconds=SEND_LEASE_SECONDS)
+            claimed[email.id] = ClaimedEmail(
+                email.id, email.recipient, email.content.encode("utf-8", "surrogateescape"), email.attempts
+            )
+        return [claimed[i] for i in email_ids if i in claimed]
+
+
 def record_sent(session: Session, email_id: str) -> None:
+    record_sent_many(session, [email_id])
+
+
+def record_sent_many(session: Session, email_ids: list[str]) -> None:
+    if not email_ids:
+        return
     with transaction(session):
         session.execute(
             update(OutgoingEmail)
-            .where(OutgoingEmail.id == email_id)
+            .where(OutgoingEmail.id.in_(email_ids))
             .values(status=EmailStatus.SENT, sent_at=utcnow(), next_attempt_at=None, last_error=None)
         )
 
