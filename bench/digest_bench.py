@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/digest_bench.py                       # 100,000 users, 10% with unread
     .venv/bin/python bench/digest_bench.py --users 20000
+    .venv/bin/python bench/digest_bench.py --parse              # the sink parses every email too
 
 Everything on 127.0.0.1 and removed afterwards: a private PostgreSQL database, a private
-redis-server (the broker), an aiosmtpd sink in this process, and two Celery workers
+redis-server (the broker), an aiosmtpd sink in this process (counting; --parse: parsing each email), and two Celery workers
 (`parley worker --concurrency 1`, twice) with PARLEY_SMTP_URL pointing at the sink. Each of --users
 users has a conversation with alice; --unread-share of them (10%) have 3 unread messages from alice
 and 1 from carol (two conversations), the others only read messages. Every user's digest is due
@@ -35,12 +36,45 @@ from parley.migrate import upgrade_to_head  # noqa: E402
 from parley.models import Conversation, ConversationMember, Message, User, utcnow  # noqa: E402
 from tests.conftest import create_postgres_database, drop_postgres_database  # noqa: E402
 from tests.email.smtp_sink import SmtpSink  # noqa: E402
+from tests.workers.conftest import free_port  # noqa: E402
 from tests.workers.conftest import Processes, RedisServer, wait_for_worker  # noqa: E402
 from workers.celery_app import create_celery_app  # noqa: E402
 from workers.digest_tasks import DIGEST_SWEEP_TASK  # noqa: E402
 from workers.email_tasks import EMAIL_QUEUE  # noqa: E402
 
 CHUNK = 2000
+
+
+class CountingSink:
+    """An SMTP sink that only counts (and checks each digest's subject line is there): parsing every
+    email in this process, as tests/email/smtp_sink does, would take CPU from the two workers on a
+    2-core machine. --parse uses that parsing sink instead."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.count = 0
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        if b"\nSubject: Your daily Parley digest" in (envelope.original_content or b""):  # type: ignore[attr-defined]
+            self.count += 1
+        return "250 OK"
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    @property
+    def received(self) -> range:
+        return range(self.count)
+
+    def start(self) -> None:
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
 
 
 def seed(url: str, users: int, unread_share: float) -> int:
@@ -98,11 +132,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--unread-share", type=float, default=0.10)
+    parser.add_argument("--parse", action="store_true", help="Parse every email in the sink (costs this process CPU).")
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="digest-bench-"))
     url = create_postgres_database("parley_digest_bench")
     redis_server = RedisServer(directory)
-    sink = SmtpSink()
+    sink: SmtpSink | CountingSink = SmtpSink() if args.parse else CountingSink()
     processes = Processes(directory)
     try:
         upgrade_to_head(load_settings(database_url=url))
