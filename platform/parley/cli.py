@@ -356,7 +356,8 @@ def worker(celery_args: tuple[str, ...]) -> None:
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def beat(celery_args: tuple[str, ...]) -> None:
     """Run Celery beat, Parley's clock: it sweeps the outbox every PARLEY_OUTBOX_SWEEP_SECONDS,
-    wakes the webhook delivery engines and purges uploads never attached. Run exactly one (a
+    wakes the webhook delivery engines, purges uploads never attached and sends the digests that are
+    due (every PARLEY_DIGEST_SWEEP_SECONDS). Run exactly one (a
     second one only sweeps twice as often).
 
     Other arguments go to Celery's beat; the useful ones:
