@@ -44,7 +44,8 @@ def _wait_for_http(url: str, deadline_s: float = 30.0) -> dict:
             time.sleep(0.1)  # polling interval, not synchronisation: the deadline bounds it
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["users", "create"], ["tokens", "create"]])
+@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["users", "create"], ["tokens", "create"],
+                                     ["digests", "send"], ["digests", "preview"]])
 def test_every_command_explains_itself(command: list[str]) -> None:
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0

@@ -21,6 +21,7 @@ from workers.context import WorkerContext
 from workers.media_tasks import MEDIA_TASK_ROUTES, media_beat_schedule, register_media_tasks
 from workers.queues import DEFAULT_QUEUE, QUEUES
 from workers.tasks import DISPATCH_TASK, DISPATCH_TIME_LIMIT, register_tasks
+from workers.digest_tasks import DIGEST_TASK_ROUTES, register_digest_tasks
 from workers.email_tasks import EMAIL_TASK_ROUTES, register_email_tasks
 from workers.moderation_tasks import moderation_beat_schedule, register_moderation_tasks
 from workers.webhook_tasks import register_webhook_tasks
@@ -47,6 +48,7 @@ def create_celery_app(settings: Settings) -> ParleyCelery:
     register_webhook_tasks(app)
     register_email_tasks(app)
     register_moderation_tasks(app)
+    register_digest_tasks(app)
     return app
 
 
@@ -71,7 +73,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": QUEUES,
         "task_default_queue": DEFAULT_QUEUE,
         "task_create_missing_queues": False,
-        "task_routes": {DISPATCH_TASK: {"queue": DEFAULT_QUEUE}, **MEDIA_TASK_ROUTES, **EMAIL_TASK_ROUTES},
+        "task_routes": {DISPATCH_TASK: {"queue": DEFAULT_QUEUE}, **MEDIA_TASK_ROUTES, **EMAIL_TASK_ROUTES,
+                        **DIGEST_TASK_ROUTES},
         # A task is acknowledged when it has finished, and given back to the broker when its
         # worker process dies, so a crash mid-task means the task runs again, never that it is lost.
         "task_acks_late": True,

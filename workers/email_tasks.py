@@ -30,7 +30,7 @@ from celery import Task, current_task
 from sqlalchemy.orm import Session
 
 from integrations.email.notifications import compose_notification
-from integrations.email.sender import EmailSender, PermanentFailure, TemporaryFailure, sender_for
+from integrations.email.sender import EmailSender, PermanentFailure, send_all, sender_for
 from parley.config import Settings, get_settings
 from parley.events import EventType, MessageCreated
 from parley.models import utcnow
@@ -38,14 +38,14 @@ from parley.outbox.consumers import Consumer, EventDelivery, WorkKind
 from parley.realtime.presence_store import CONNECTIONS
 from parley.services.email_notifications import (
     NotificationFacts,
-    claim_email,
+    claim_emails,
     due_emails,
     due_threads,
     note_message_created,
     prepare_notification,
     record_failed,
     record_retry,
-    record_sent,
+    record_sent_many,
 )
 
 if TYPE_CHECKING:
@@ -170,39 +170,54 @@ def send_email(task: Task, email_id: str) -> str:
 
 def deliver(settings: Settings, sessions: object, sender: EmailSender, email_id: str) -> str:
     """One attempt at one email; returns what happened (sent, retry, failed, skipped)."""
+    return deliver_many(settings, sessions, sender, [email_id])[email_id]
+
+
+def deliver_many(settings: Settings, sessions: object, sender: EmailSender, email_ids: list[str]) -> dict[str, str]:
+    """One attempt at each of several emails (one claim, one SMTP connection, one record of those
+    sent); the same rules as one by one. Returns what happened to each."""
     from integrations.email.compose import envelope_address
 
     with sessions() as session:  # type: ignore[operator]
-        claimed = claim_email(session, email_id)
-    if claimed is None:
-        return "skipped"
-    try:
-        sender.send(envelope_address(settings.email_from), claimed.recipient, claimed.content)
-    except PermanentFailure as exc:
+        claimed = claim_emails(session, email_ids)
+    results = {email_id: "skipped" for email_id in email_ids}
+    if not claimed:
+        return results
+    outcomes = send_all(sender, envelope_address(settings.email_from), [(c.recipient, c.content) for c in claimed])
+    sent = [c.id for c, outcome in zip(claimed, outcomes, strict=True) if outcome is None]
+    with sessions() as session:  # type: ignore[operator]
+        record_sent_many(session, sent)
+    for email_id in sent:
+        results[email_id] = "sent"
+        log.info("email.sent", extra={"email_id": email_id, "attempts": next(c.attempts for c in claimed
+                                                                              if c.id == email_id)})
+    for email, outcome in zip(claimed, outcomes, strict=True):
+        if outcome is not None:
+            results[email.id] = _failed_attempt(settings, sessions, email.id, email.attempts, outcome)
+    return results
+
+
+def _failed_attempt(settings: Settings, sessions: object, email_id: str, attempts: int, exc: Exception) -> str:
+    if isinstance(exc, PermanentFailure):
         with sessions() as session:  # type: ignore[operator]
             record_failed(session, email_id, str(exc))
-        log.error("email.failed", extra={"email_id": email_id, "error": str(exc), "attempts": claimed.attempts})
+        log.error("email.failed", extra={"email_id": email_id, "error": str(exc), "attempts": attempts})
         return "failed"
-    except TemporaryFailure as exc:
-        if claimed.attempts >= settings.email_send_max_attempts:
-            with sessions() as session:  # type: ignore[operator]
-                record_failed(session, email_id, f"gave up after {claimed.attempts} attempts: {exc}")
-            log.error("email.failed", extra={"email_id": email_id, "error": str(exc), "attempts": claimed.attempts})
-            return "failed"
-        delay = min(SEND_RETRY_MAX_SECONDS, SEND_RETRY_BASE_SECONDS * 2 ** (claimed.attempts - 1))
-        delay *= 1 + random.random() * 0.1
+    if attempts >= settings.email_send_max_attempts:
         with sessions() as session:  # type: ignore[operator]
-            record_retry(session, email_id, str(exc), utcnow() + timedelta(seconds=delay))
-        log.warning("email.retry", extra={"email_id": email_id, "error": str(exc), "attempts": claimed.attempts,
-                                          "delay": round(delay, 1)})
-        running = current_task
-        if running:
-            running.app.send_task(SEND_TASK, args=[email_id], queue=EMAIL_QUEUE, countdown=delay)
-        return "retry"
+            record_failed(session, email_id, f"gave up after {attempts} attempts: {exc}")
+        log.error("email.failed", extra={"email_id": email_id, "error": str(exc), "attempts": attempts})
+        return "failed"
+    delay = min(SEND_RETRY_MAX_SECONDS, SEND_RETRY_BASE_SECONDS * 2 ** (attempts - 1))
+    delay *= 1 + random.random() * 0.1
     with sessions() as session:  # type: ignore[operator]
-        record_sent(session, email_id)
-    log.info("email.sent", extra={"email_id": email_id, "attempts": claimed.attempts})
-    return "sent"
+        record_retry(session, email_id, str(exc), utcnow() + timedelta(seconds=delay))
+    log.warning("email.retry", extra={"email_id": email_id, "error": str(exc), "attempts": attempts,
+                                      "delay": round(delay, 1)})
+    running = current_task
+    if running:
+        running.app.send_task(SEND_TASK, args=[email_id], queue=EMAIL_QUEUE, countdown=delay)
+    return "retry"
 
 
 def email_sweep(task: Task) -> int:

@@ -19,8 +19,9 @@ def thread_root_id(settings: Settings, conversation_id: str, user_id: str) -> st
     return f"conversation.{conversation_id}.{user_id}@{address_domain(settings.email_from)}"
 
 
-def unsubscribe_url(settings: Settings, user_id: str) -> str:
-    return settings.public_url.rstrip("/") + UNSUBSCRIBE_PATH + unsubscribe_token(settings, user_id)
+def unsubscribe_url(settings: Settings, user_id: str, what: str = "notifications") -> str:
+    """The one-click link (List-Unsubscribe and the footer); its token says which emails it stops."""
+    return settings.public_url.rstrip("/") + UNSUBSCRIBE_PATH + unsubscribe_token(settings, user_id, what)
 
 
 def reply_address(settings: Settings, token: str) -> str:

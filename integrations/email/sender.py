@@ -40,6 +40,25 @@ class EmailSender(Protocol):
     def send(self, envelope_from: str, recipient: str, content: bytes) -> None: ...
 
 
+Outcome = SendFailure | None
+
+
+def send_all(sender: EmailSender, envelope_from: str, emails: list[tuple[str, bytes]]) -> list[Outcome]:
+    """Several emails (recipient, content), each one's outcome (None: sent) in order. Over SMTP they
+    share one connection (a digest run sends thousands); otherwise one send each."""
+    many = getattr(sender, "send_many", None)
+    if many is not None:
+        return list(many(envelope_from, emails))
+    outcomes: list[Outcome] = []
+    for recipient, content in emails:
+        try:
+            sender.send(envelope_from, recipient, content)
+            outcomes.append(None)
+        except SendFailure as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
 class FolderSender:
     """Writes each email as <folder>/<Message-ID>.eml (atomically: a reader never sees half of one;
     the same email sent twice is the same file)."""
@@ -74,19 +93,26 @@ class SmtpSender:
         self.password = unquote(parts.password) if parts.password else None
         self.timeout = timeout
 
+    def _connect(self) -> smtplib.SMTP:
+        if self.scheme == "smtps":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
+            )
+        else:
+            client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        try:
+            if self.scheme == "smtp+starttls":
+                client.starttls(context=ssl.create_default_context())
+            if self.username is not None:
+                client.login(self.username, self.password or "")
+        except BaseException:
+            client.close()
+            raise
+        return client
+
     def send(self, envelope_from: str, recipient: str, content: bytes) -> None:
         try:
-            if self.scheme == "smtps":
-                client: smtplib.SMTP = smtplib.SMTP_SSL(
-                    self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
-                )
-            else:
-                client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-            with client:
-                if self.scheme == "smtp+starttls":
-                    client.starttls(context=ssl.create_default_context())
-                if self.username is not None:
-                    client.login(self.username, self.password or "")
+            with self._connect() as client:
                 client.sendmail(envelope_from, [recipient], content)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
@@ -95,6 +121,43 @@ class SmtpSender:
             raise _by_code(exc.smtp_code, exc.smtp_error) from None
         except (smtplib.SMTPException, OSError) as exc:  # connection refused, reset, timeout, TLS
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
+
+
+    def send_many(self, envelope_from: str, emails: list[tuple[str, bytes]]) -> list[Outcome]:
+        """One connection for all of them (RSET between, as smtplib does after a refusal); a broken
+        connection is opened again once per email before that email counts as a temporary failure."""
+        outcomes: list[Outcome] = []
+        client: smtplib.SMTP | None = None
+        try:
+            for recipient, content in emails:
+                outcome: Outcome = None
+                for attempt in range(2):
+                    try:
+                        if client is None:
+                            client = self._connect()
+                        client.sendmail(envelope_from, [recipient], content)
+                        outcome = None
+                        break
+                    except smtplib.SMTPRecipientsRefused as exc:
+                        code, reply = next(iter(exc.recipients.values()))
+                        outcome = _by_code(code, reply)
+                        break
+                    except smtplib.SMTPResponseException as exc:
+                        outcome = _by_code(exc.smtp_code, exc.smtp_error)
+                        break
+                    except (smtplib.SMTPException, OSError) as exc:
+                        outcome = TemporaryFailure(f"{type(exc).__name__}: {exc}")
+                        if client is not None:
+                            client.close()
+                        client = None
+                outcomes.append(outcome)
+        finally:
+            if client is not None:
+                try:
+                    client.quit()
+                except (smtplib.SMTPException, OSError):
+                    client.close()
+        return outcomes
 
 
 def _by_code(code: int, reply: bytes | str) -> SendFailure:

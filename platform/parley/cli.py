@@ -216,6 +216,99 @@ def create_token(user_ref: str, name: str | None) -> None:
     click.echo(json.dumps(_with_session(_settings(), work), indent=2))
 
 
+@main.group()
+def digests() -> None:
+    """Digests of unread messages (README: Digests)."""
+
+
+def _user_id_of(session: Session, username: str) -> str:
+    from parley.services.users import get_user_by_username
+
+    with session.begin():
+        return get_user_by_username(session, username).id
+
+
+@digests.command("send")
+@click.option("--user", "username", default=None, help="Only this user (by username).")
+@click.option("--force", is_flag=True, help="Everyone with something new, due or not (digests off excepted).")
+@click.option("--dry-run", is_flag=True, help="Print who would get what; record and send nothing.")
+def send_digests(username: str | None, force: bool, dry_run: bool) -> None:
+    """Send the digests that are due now (at each user's local digest_hour), here and now rather than
+    through a worker: recorded like the sweep's, so nothing is ever sent twice."""
+    from integrations.email.sender import sender_for
+    from parley.models import utcnow
+    from parley.services.email_digests import BATCH_SIZE, collect_digests, digest_users, due_digest_users
+    from workers.digest_tasks import run_digest_batch
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    engine = create_sync_db_engine(settings)
+    sessions = sync_session_factory(engine)
+    sender = sender_for(settings)
+    totals = {"users": 0, "digests": 0, "messages": 0}
+    try:
+        with sessions() as session:
+            if username is not None:
+                candidates = [_user_id_of(session, username)]
+            elif force:
+                candidates, after = [], ""
+                while page := digest_users(session, after):
+                    candidates += page
+                    after = page[-1]
+            else:
+                candidates = due_digest_users(session, utcnow())
+        for start in range(0, len(candidates), BATCH_SIZE):
+            batch = candidates[start:start + BATCH_SIZE]
+            if dry_run:
+                with sessions() as session:
+                    found = collect_digests(session, settings, batch)
+                for facts in found.values():
+                    click.echo(f"{facts.recipient_email}: {facts.total_messages} messages in "
+                               f"{facts.total_conversations} conversations")
+                    totals["digests"] += 1
+                    totals["messages"] += facts.total_messages
+                totals["users"] += len(batch)
+                continue
+            prepared, _ = run_digest_batch(settings, sessions, sender, batch, force=force)
+            totals["users"] += prepared.users
+            totals["digests"] += len(prepared.email_ids)
+            totals["messages"] += prepared.messages
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    finally:
+        engine.dispose()
+    verb = "would send" if dry_run else "sent"
+    click.echo(f"{verb} {totals['digests']} digests ({totals['messages']} messages) to {totals['users']} users checked")
+
+
+@digests.command("preview")
+@click.argument("username")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the HTML part to this file.")
+def preview_digest(username: str, html_file: str | None) -> None:
+    """Print the digest USERNAME would get now (its subject and text part), recording nothing."""
+    from integrations.email.compose import render
+    from integrations.email.digests import digest_context
+    from parley.services.email_digests import collect_digests
+
+    settings = _settings()
+
+    def work(session: Session) -> Any:
+        return collect_digests(session, settings, [_user_id_of(session, username)])
+
+    found = _with_session(settings, work)
+    if not found:
+        click.echo(f"nothing new for {username}: no digest")
+        return
+    [facts] = found.values()
+    rendered = render("digest", digest_context(settings, facts))
+    click.echo(f"Subject: {rendered.subject}\n\n{rendered.text}")
+    if html_file:
+        with open(html_file, "w", encoding="utf-8") as out:
+            out.write(rendered.html)
+        click.echo(f"HTML written to {html_file}", err=True)
+
+
 # `parley worker` and `parley beat` hand every argument they do not know to Celery; --help is Parley's.
 CELERY_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 DEMO_PEOPLE = (("alice", "Alice (demo)"), ("bob", "Bob (demo)"))
@@ -263,7 +356,8 @@ def worker(celery_args: tuple[str, ...]) -> None:
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def beat(celery_args: tuple[str, ...]) -> None:
     """Run Celery beat, Parley's clock: it sweeps the outbox every PARLEY_OUTBOX_SWEEP_SECONDS,
-    wakes the webhook delivery engines and purges uploads never attached. Run exactly one (a
+    wakes the webhook delivery engines, purges uploads never attached and sends the digests that are
+    due (every PARLEY_DIGEST_SWEEP_SECONDS). Run exactly one (a
     second one only sweeps twice as often).
 
     Other arguments go to Celery's beat; the useful ones:

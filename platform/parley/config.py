@@ -308,6 +308,26 @@ class Settings(BaseSettings):
         "from the members, in moderators' exports, until beat purges it this many days after the deletion.",
     )
 
+    # --- digests ---
+    conversation_url_template: str | None = Field(
+        default=None,
+        description="A link to a conversation in your app, with {conversation_id} in it (e.g. "
+        "https://app.example.com/inbox/{conversation_id}); unset, digests carry no links to conversations.",
+    )
+    digest_sweep_seconds: float = Field(
+        default=180.0, ge=1, le=3600,
+        description="How often beat looks for users whose digest is due (their local digest_hour has come).",
+    )
+
+    @field_validator("conversation_url_template")
+    @classmethod
+    def _conversation_link(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if "{conversation_id}" not in value:
+            raise ValueError("must contain {conversation_id}, e.g. https://app.example.com/inbox/{conversation_id}")
+        return value
+
     @field_validator("webhook_allowed_cidrs", "webhook_retry_schedule", "contact_info_allowed_domains", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:

@@ -84,6 +84,18 @@ class EmailDigest(enum.StrEnum):
     WEEKLY = "weekly"
 
 
+class Weekday(enum.StrEnum):
+    """A weekly digest's day (the user's local day)."""
+
+    MONDAY = "monday"
+    TUESDAY = "tuesday"
+    WEDNESDAY = "wednesday"
+    THURSDAY = "thursday"
+    FRIDAY = "friday"
+    SATURDAY = "saturday"
+    SUNDAY = "sunday"
+
+
 class MessageSource(enum.StrEnum):
     API = "api"
     SLACK = "slack"
@@ -117,11 +129,46 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def _first_digest_at(context: Any) -> datetime | None:
+    """A new user's next_digest_at, from the row's own digest settings (or their defaults)."""
+    from parley.digest_times import next_digest_at
+
+    params = context.get_current_parameters()
+    return next_digest_at(
+        utcnow(),
+        enabled=_digest_enabled(params),
+        frequency=params.get("email_digest") or EmailDigest.DAILY,
+        zone=params.get("timezone") or DEFAULT_TIMEZONE,
+        hour=params.get("digest_hour") if params.get("digest_hour") is not None else DEFAULT_DIGEST_HOUR,
+        weekday=params.get("digest_weekday") or DEFAULT_DIGEST_WEEKDAY,
+    )
+
+
+def _digest_enabled(params: dict[str, Any]) -> bool:
+    kind = params.get("kind") or UserKind.USER
+    return bool(params.get("email")) and str(kind) == UserKind.USER.value and str(
+        params.get("email_digest") or EmailDigest.DAILY
+    ) != EmailDigest.OFF.value
+
+
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_DIGEST_HOUR = 8
+DEFAULT_DIGEST_WEEKDAY = Weekday.MONDAY
+
+
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (
         # Usernames are ASCII (see schemas), so lower() folds them the same on both databases.
         Index("uq_users_username_lower", func.lower(text("username")), unique=True),
+        # The due-digest sweep reads due users straight off this index: its cost follows the number
+        # of due users, not of all users.
+        Index(
+            "ix_users_next_digest_at",
+            "next_digest_at",
+            postgresql_where=text("next_digest_at IS NOT NULL"),
+            sqlite_where=text("next_digest_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
@@ -136,6 +183,12 @@ class User(Base):
     email_digest: Mapped[EmailDigest] = mapped_column(_str_enum(EmailDigest), default=EmailDigest.DAILY)
     # Set by a moderator (POST /admin/users/{id}/suspend): the user's tokens answer 401 suspended.
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)  # IANA name
+    digest_hour: Mapped[int] = mapped_column(Integer, default=DEFAULT_DIGEST_HOUR)  # 0-23, local
+    digest_weekday: Mapped[Weekday] = mapped_column(_str_enum(Weekday), default=DEFAULT_DIGEST_WEEKDAY)
+    # When the next digest is due (UTC), recomputed from the four settings above whenever they change
+    # and after every digest run; NULL when no digest is wanted (off, no email address, a bot).
+    next_digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=_first_digest_at)
 
 
 class ApiToken(Base):
@@ -609,3 +662,16 @@ class InboundEmail(Base):
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     posted_message_id: Mapped[str] = mapped_column(ID)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DigestItem(Base):
+    """A message a digest of its recipient's included, recorded in the transaction that records the
+    digest's email: the primary key (user, message) is what keeps a message out of a second digest,
+    whatever races (two sweeps, a retry, a forced run)."""
+
+    __tablename__ = "digest_items"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    email_id: Mapped[str] = mapped_column(ID)  # the outgoing_emails row that listed it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -16,6 +16,7 @@ from parley.models import (
     ReportStatus,
     User,
     UserKind,
+    Weekday,
 )
 
 
@@ -45,6 +46,9 @@ class NotificationSettingsOut(Shape):
     inbox_notifications: bool
     order_updates_notifications: bool
     email_digest: EmailDigest
+    timezone: str
+    digest_hour: int
+    digest_weekday: Weekday
 
 
 class ThumbnailOut(Shape):

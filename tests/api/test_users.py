@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from parley.models import ApiToken
@@ -100,9 +101,32 @@ async def test_notification_settings_default_and_update(client, make_person: Mak
                                  headers=alice.auth)
     reread = await (await client.get("/api/v1/me/settings", headers=alice.auth)).json()
 
-    assert defaults == {"inbox_notifications": True, "order_updates_notifications": True, "email_digest": "daily"}
+    digest_defaults = {"timezone": "UTC", "digest_hour": 8, "digest_weekday": "monday"}
+    assert defaults == {"inbox_notifications": True, "order_updates_notifications": True, "email_digest": "daily",
+                        **digest_defaults}
     assert changed.status == 200
-    assert reread == {"inbox_notifications": False, "order_updates_notifications": True, "email_digest": "weekly"}
+    assert reread == {"inbox_notifications": False, "order_updates_notifications": True, "email_digest": "weekly",
+                      **digest_defaults}
+
+
+async def test_digest_time_settings(client, make_person: MakePerson) -> None:
+    alice = await make_person("alice")
+    changed = await client.patch("/api/v1/me/settings", headers=alice.auth, json={
+        "timezone": "Asia/Tokyo", "digest_hour": 7, "digest_weekday": "friday"})
+    assert changed.status == 200
+    body = await changed.json()
+    assert (body["timezone"], body["digest_hour"], body["digest_weekday"]) == ("Asia/Tokyo", 7, "friday")
+    reread = await (await client.get("/api/v1/me/settings", headers=alice.auth)).json()
+    assert reread["timezone"] == "Asia/Tokyo" and reread["digest_hour"] == 7
+
+
+@pytest.mark.parametrize("field, value", [("timezone", "Mars/Olympus_Mons"), ("timezone", "../../etc/passwd"),
+                                          ("digest_hour", 24), ("digest_hour", True), ("digest_weekday", "someday")])
+async def test_bad_digest_settings_name_their_field(client, make_person: MakePerson, field: str, value: object) -> None:
+    alice = await make_person("alice")
+    bad = await client.patch("/api/v1/me/settings", json={field: value}, headers=alice.auth)
+    assert bad.status == 422
+    assert [f["field"] for f in (await bad.json())["error"]["details"]["fields"]] == [field]
 
 
 async def test_bad_settings_are_refused_and_nothing_changes(client, make_person: MakePerson) -> None:

@@ -16,7 +16,7 @@ from parley.config import Settings
 from parley.models import EmailStatus, OutgoingEmail, utcnow
 from tests.email.smtp_sink import SmtpSink
 from tests.workers.conftest import free_port
-from workers.email_tasks import deliver
+from workers.email_tasks import deliver, deliver_many
 
 RAW = b"From: a@parley.test\r\nTo: b@example.com\r\nSubject: hi\r\nMessage-ID: <m1@parley.test>\r\n\r\nhello\r\n"
 
@@ -120,3 +120,23 @@ def test_4xx_retries_then_sends_and_5xx_fails(sessions: sessionmaker[Session], e
     assert any(r.message == "email.failed" for r in caplog.records)
     assert deliver(email_settings, sessions, sender, email_id) == "skipped"
     assert len(sink.received) == 1
+
+
+def test_many_emails_share_one_connection_and_keep_their_own_outcomes(
+    sessions: sessionmaker[Session], email_settings: Settings, sink: SmtpSink
+) -> None:
+    ids = []
+    with sessions() as session, session.begin():
+        for n in range(3):
+            email = OutgoingEmail(kind="test", recipient=f"b{n}@example.com", message_id=f"many{n}@parley.test",
+                                  subject="hi", content=RAW.decode().replace("m1@", f"many{n}@"),
+                                  status=EmailStatus.PENDING, attempts=0, next_attempt_at=utcnow())
+            session.add(email)
+            session.flush()
+            ids.append(email.id)
+    sink.handler.answers = ["250 OK", "550 5.1.1 no such mailbox"]  # the first taken but dropped here
+    outcomes = deliver_many(email_settings, sessions, sender_for(email_settings), ids)
+    assert outcomes == {ids[0]: "sent", ids[1]: "failed", ids[2]: "sent"}
+    assert [r.recipients for r in sink.received] == [["b2@example.com"]]
+    assert [_email(sessions, i).status for i in ids] == [EmailStatus.SENT, EmailStatus.FAILED, EmailStatus.SENT]
+    assert deliver_many(email_settings, sessions, sender_for(email_settings), ids) == dict.fromkeys(ids, "skipped")

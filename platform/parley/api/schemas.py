@@ -21,7 +21,8 @@ from pydantic import (
 )
 
 from parley.ids import ID_PATTERN, is_valid_id
-from parley.models import EmailDigest, UserKind
+from parley.digest_times import is_known_zone, known_zones
+from parley.models import EmailDigest, UserKind, Weekday
 from parley.schemas import ConversationOut, MessageOut
 from parley.services.conversations import INBOX_CURSOR_PATTERN, INBOX_DEFAULT_LIMIT, INBOX_MAX_LIMIT
 from parley.services.messages import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, MAX_ATTACHMENTS
@@ -127,10 +128,28 @@ class CreateTokenBody(RequestBody):
     name: Annotated[Text, Field(min_length=1, max_length=100)] | None = None
 
 
+def _known_zone(value: str | None) -> str | None:
+    if value is not None and not is_known_zone(value):
+        raise ValueError("must be an IANA time zone name, such as Europe/Paris or UTC")
+    return value
+
+
 class SettingsPatchBody(RequestBody):
     inbox_notifications: StrictBool | None = None
     order_updates_notifications: StrictBool | None = None
     email_digest: EmailDigest | None = None
+    timezone: Annotated[
+        str,
+        Field(min_length=1, max_length=64, json_schema_extra={"enum": sorted(known_zones())}),
+        AfterValidator(_known_zone),
+    ] | None = Field(
+        default=None, description="An IANA time zone name (Europe/Paris, America/Los_Angeles, UTC): digests come "
+        "at digest_hour there, daylight saving included."
+    )
+    digest_hour: Annotated[int, Field(ge=0, le=23), BeforeValidator(_json_number)] | None = Field(
+        default=None, description="The local hour (0-23) a digest comes at."
+    )
+    digest_weekday: Weekday | None = Field(default=None, description="The day a weekly digest comes on.")
 
 
 class AttachmentBody(RequestBody):

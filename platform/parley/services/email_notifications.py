@@ -32,6 +32,7 @@ from parley.db import reading, transaction
 from parley.ids import new_id
 from parley.models import (
     Conversation,
+    EmailDigest,
     EmailStatus,
     EmailThread,
     Message,
@@ -241,30 +242,63 @@ def revoke_reply_token(session: Session, user_id: str, conversation_id: str) -> 
 # --- unsubscribing (RFC 8058) ---------------------------------------------------------------------
 
 
-def unsubscribe_token(settings: Settings, user_id: str) -> str:
-    """<user id>.<HMAC-SHA256 of it under a key derived from PARLEY_SECRET_KEY>: cannot be forged,
-    and needs no row."""
-    mac = hmac.new(derived_key(settings, b"email unsubscribe v1"), user_id.encode("utf-8"), hashlib.sha256)
-    return f"{user_id}.{base64.urlsafe_b64encode(mac.digest()).decode('ascii').rstrip('=')}"
+NOTIFICATIONS_LIST = "notifications"
+DIGEST_LIST = "digest"
+UNSUBSCRIBE_LISTS = (NOTIFICATIONS_LIST, DIGEST_LIST)
+
+
+def _unsubscribe_mac(settings: Settings, message: str) -> str:
+    mac = hmac.new(derived_key(settings, b"email unsubscribe v1"), message.encode("utf-8"), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode("ascii").rstrip("=")
+
+
+def unsubscribe_token(settings: Settings, user_id: str, what: str = NOTIFICATIONS_LIST) -> str:
+    """The token says which emails it stops. Notifications: <user id>.<HMAC-SHA256 of the id> (the
+    form every notification already sent carries); digests: <user id>.digest.<HMAC of
+    "digest:<user id>">. Under a key derived from PARLEY_SECRET_KEY: cannot be forged, and needs no
+    row."""
+    if what == NOTIFICATIONS_LIST:
+        return f"{user_id}.{_unsubscribe_mac(settings, user_id)}"
+    if what not in UNSUBSCRIBE_LISTS:
+        raise ValueError(f"no such list: {what}")
+    return f"{user_id}.{what}.{_unsubscribe_mac(settings, f'{what}:{user_id}')}"
+
+
+def read_unsubscribe_token(settings: Settings, token: str) -> tuple[str, str] | None:
+    """(user id, which emails) of one of our tokens; None for anything else."""
+    parts = token.split(".")
+    if len(parts) == 2:
+        user_id, what = parts[0], NOTIFICATIONS_LIST
+    elif len(parts) == 3 and parts[1] in UNSUBSCRIBE_LISTS and parts[1] != NOTIFICATIONS_LIST:
+        user_id, what = parts[0], parts[1]
+    else:
+        return None
+    if not user_id or not hmac.compare_digest(unsubscribe_token(settings, user_id, what), token):
+        return None
+    return user_id, what
 
 
 def unsubscribe_user_of(settings: Settings, token: str) -> str | None:
-    user_id, _, _ = token.partition(".")
-    if not user_id or not hmac.compare_digest(unsubscribe_token(settings, user_id), token):
-        return None
-    return user_id
+    found = read_unsubscribe_token(settings, token)
+    return found[0] if found is not None else None
 
 
 def unsubscribe(session: Session, settings: Settings, token: str) -> bool:
-    """Turn the token's user's notification emails off. False: the token is not one of ours."""
-    user_id = unsubscribe_user_of(settings, token)
-    if user_id is None:
+    """Turn off what the token's emails were: notification emails (`inbox_notifications`) or digests
+    (`email_digest` off, nothing due any more). False: the token is not one of ours."""
+    found = read_unsubscribe_token(settings, token)
+    if found is None:
         return False
+    user_id, what = found
     with transaction(session):
         user = session.get(User, user_id)
         if user is None:
             return False
-        user.inbox_notifications = False
+        if what == DIGEST_LIST:
+            user.email_digest = EmailDigest.OFF
+            user.next_digest_at = None
+        else:
+            user.inbox_notifications = False
     return True
 
 
@@ -297,11 +331,39 @@ def claim_email(session: Session, email_id: str, now: datetime | None = None) ->
         return ClaimedEmail(email.id, email.recipient, email.content.encode("utf-8", "surrogateescape"), email.attempts)
 
 
+def claim_emails(session: Session, email_ids: list[str], now: datetime | None = None) -> list[ClaimedEmail]:
+    """claim_email for many at once (one transaction): those free to send, in the order given."""
+    now = now or utcnow()
+    with transaction(session):
+        emails = session.scalars(
+            select(OutgoingEmail).where(OutgoingEmail.id.in_(email_ids)).with_for_update(skip_locked=True)
+        ).all()
+        claimed = {}
+        for email in emails:
+            if email.status in (EmailStatus.SENT, EmailStatus.FAILED):
+                continue
+            if email.status is EmailStatus.SENDING and email.next_attempt_at is not None and email.next_attempt_at > now:
+                continue
+            email.status = EmailStatus.SENDING
+            email.attempts += 1
+            email.next_attempt_at = now + timedelta(seconds=SEND_LEASE_SECONDS)
+            claimed[email.id] = ClaimedEmail(
+                email.id, email.recipient, email.content.encode("utf-8", "surrogateescape"), email.attempts
+            )
+        return [claimed[i] for i in email_ids if i in claimed]
+
+
 def record_sent(session: Session, email_id: str) -> None:
+    record_sent_many(session, [email_id])
+
+
+def record_sent_many(session: Session, email_ids: list[str]) -> None:
+    if not email_ids:
+        return
     with transaction(session):
         session.execute(
             update(OutgoingEmail)
-            .where(OutgoingEmail.id == email_id)
+            .where(OutgoingEmail.id.in_(email_ids))
             .values(status=EmailStatus.SENT, sent_at=utcnow(), next_attempt_at=None, last_error=None)
         )
 

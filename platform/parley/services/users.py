@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from parley.db import transaction
 from parley.errors import Conflict, NotFound
 from parley.ids import is_valid_id
-from parley.models import EmailDigest, User, UserKind
+from parley.models import EmailDigest, User, UserKind, Weekday
 
 # ASCII letters, digits and . _ - (not at the ends): safe in URLs and mentions, and folded to lower
 # case identically by every database, which the case-insensitive unique index relies on.
@@ -77,6 +77,12 @@ class NotificationSettingsChange:
     inbox_notifications: bool | None = None
     order_updates_notifications: bool | None = None
     email_digest: EmailDigest | None = None
+    timezone: str | None = None
+    digest_hour: int | None = None
+    digest_weekday: Weekday | None = None
+
+
+DIGEST_SETTINGS = ("email_digest", "timezone", "digest_hour", "digest_weekday")
 
 
 def update_notification_settings(
@@ -88,6 +94,15 @@ def update_notification_settings(
             user.inbox_notifications = change.inbox_notifications
         if change.order_updates_notifications is not None:
             user.order_updates_notifications = change.order_updates_notifications
-        if change.email_digest is not None:
-            user.email_digest = change.email_digest
+        digest_changed = False
+        for name in DIGEST_SETTINGS:
+            value = getattr(change, name)
+            if value is not None and value != getattr(user, name):
+                setattr(user, name, value)
+                digest_changed = True
+        if digest_changed:
+            # Only then: rescheduling an unchanged user would skip a digest due but not yet swept.
+            from parley.services.email_digests import reschedule
+
+            reschedule(user)
     return user

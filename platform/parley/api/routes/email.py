@@ -1,5 +1,5 @@
 """Email's HTTP side: replies forwarded as raw MIME by a provider (SES, Mailgun, Postmark), and the
-one-click unsubscribe link of every notification (RFC 8058)."""
+one-click unsubscribe link of every notification and digest (RFC 8058)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from parley.api.errors import ApiError
 from parley.api.keys import SESSIONS, SETTINGS, STORAGE
 from parley.api.service_calls import call
 from parley.db import run_service
-from parley.services.email_notifications import unsubscribe, unsubscribe_user_of
+from parley.services.email_notifications import DIGEST_LIST, read_unsubscribe_token, unsubscribe
 
 endpoints = EndpointTable(tag="email")
 
@@ -95,10 +95,14 @@ _PAGE = """<!doctype html>
 )
 async def unsubscribe_page(request: web.Request) -> web.Response:
     token = request.match_info["token"]
-    if unsubscribe_user_of(request.app[SETTINGS], token) is None:
+    found = read_unsubscribe_token(request.app[SETTINGS], token)
+    if found is None:
         raise ApiError(404, "not_found", "this unsubscribe link is not valid")
+    question = "Stop receiving digests of unread messages?" if found[1] == DIGEST_LIST else (
+        "Stop receiving emails about unread messages?"
+    )
     body = (
-        "<p>Stop receiving emails about unread messages?</p>"
+        f"<p>{question}</p>"
         f'<form method="post" action="{escape(request.path)}"><button type="submit">Unsubscribe</button></form>'
     )
     return web.Response(text=_PAGE.format(title="Unsubscribe", body=body), content_type="text/html")
@@ -107,15 +111,20 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
 @endpoints.route(
     "POST",
     "/api/v1/email/unsubscribe/{token}",
-    summary="One-click unsubscribe (RFC 8058): turns notification emails off",
+    summary="One-click unsubscribe (RFC 8058): turns off the emails the link came in (notifications or digests)",
     auth="none",
     responses={200: None},
     errors=(404,),
     include_in_schema=False,
 )
 async def unsubscribe_now(request: web.Request) -> web.Response:
-    done = await call(request, unsubscribe, request.app[SETTINGS], request.match_info["token"])
+    token = request.match_info["token"]
+    found = read_unsubscribe_token(request.app[SETTINGS], token)
+    done = found is not None and await call(request, unsubscribe, request.app[SETTINGS], token)
     if not done:
         raise ApiError(404, "not_found", "this unsubscribe link is not valid")
-    body = "<p>You will no longer receive emails about unread messages.</p>"
+    assert found is not None
+    body = "<p>You will no longer receive digests of unread messages.</p>" if found[1] == DIGEST_LIST else (
+        "<p>You will no longer receive emails about unread messages.</p>"
+    )
     return web.Response(text=_PAGE.format(title="Unsubscribed", body=body), content_type="text/html")
