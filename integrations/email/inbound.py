@@ -28,8 +28,16 @@ from mailparser_reply import EmailReplyParser
 
 from integrations.media.sniffing import sniff
 from parley.config import Settings
+from parley.errors import DomainError
 from parley.services.attachments import new_upload_key
-from parley.services.email_replies import DuplicateReply, ReplyTarget, StoredFile, find_reply_target, post_reply
+from parley.services.email_replies import (
+    DuplicateReply,
+    ReplyOutcome,
+    ReplyTarget,
+    StoredFile,
+    find_reply_target,
+    post_reply,
+)
 from parley.services.messages import MAX_ATTACHMENTS
 from parley.services.storage import Storage, attachment_prefix
 
@@ -174,6 +182,11 @@ def receive(
         outcome = run(post_reply, settings, target, message_id, text, stored)
     except DuplicateReply:
         outcome = None
+    except DomainError as refused:
+        # The rules every send follows (a block, the conversation policy, contact details, a
+        # suspension) refused it: dropped with the rule's code, never an error the provider or the
+        # relay would retry.
+        outcome = ReplyOutcome(None, refused.code)
     if outcome is None or outcome.ignored is not None:
         for file in stored:
             with contextlib.suppress(Exception):

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from parley.api.app import init_app
 from parley.config import Settings
 from parley.models import Attachment, Message, MessageSource, User
+from parley.services.blocks import block_user
 from parley.services.email_notifications import revoke_reply_token
 from tests.email import replies
 from tests.email.conftest import EmailPair
@@ -162,3 +163,28 @@ async def test_one_click_unsubscribe(client: TestClient, sessions: sessionmaker[
     assert done.status == 200
     with sessions() as session:
         assert not session.get(User, pair.bob.id).inbox_notifications  # type: ignore[union-attr]
+
+
+async def test_a_reply_the_send_rules_refuse_is_dropped_with_their_code(
+    client: TestClient, sessions: sessionmaker[Session], pair: EmailPair, reply_to: str
+) -> None:
+    """A reply by email is a send like any other: when Alice has blocked Bob since the notification,
+    his reply is dropped (200, the rule's code as the reason), not answered with an error that would
+    make the provider deliver it again, and nothing is posted."""
+    with sessions() as session:
+        block_user(session, pair.alice, pair.bob.id)
+    raw = replies.gmail("bob@example.com", reply_to, "let me in", "<blocked@x>")
+    assert await post_raw(client, raw) == (200, {"ignored": "blocked"})
+    assert bob_messages(sessions, pair) == []
+
+
+async def test_a_reply_outside_any_relationship_is_dropped_under_that_policy(
+    aiohttp_client: object, sessions: sessionmaker[Session], pair: EmailPair, reply_to: str, http_settings: Settings
+) -> None:
+    """PARLEY_CONVERSATION_POLICY=relationships applies to replies by email as to every send: with
+    no active relationship between them, Bob's reply is dropped as policy_denied."""
+    strict = http_settings.model_copy(update={"conversation_policy": "relationships"})
+    client: TestClient = await aiohttp_client(init_app(strict))  # type: ignore[operator]
+    raw = replies.gmail("bob@example.com", reply_to, "still there?", "<policy@x>")
+    assert await post_raw(client, raw) == (200, {"ignored": "policy_denied"})
+    assert bob_messages(sessions, pair) == []
