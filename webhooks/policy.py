@@ -12,6 +12,7 @@ timeout or an error keeps nothing, so the service fails closed (or open, PARLEY_
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -110,13 +111,24 @@ def consult_sync(
 ) -> None:
     """consult for a worker (no event loop running): call it before `send_message` or
     `contact_user`, outside any transaction."""
+
+    def run(service: Callable[..., Any], *args: Any) -> Any:
+        with sessions() as session:
+            return service(session, *args)
+
+    consult_in_thread(run, settings, actor, actions, **where)
+
+
+def consult_in_thread(
+    run: Callable[..., Any], settings: Settings, actor: User, actions: Sequence[Action], **where: str | None
+) -> None:
+    """consult from a thread with no running event loop (a worker, the email pipeline), reaching the
+    services through `run(service, *args)`."""
     if settings.conversation_policy != "webhook":
         return
-    with sessions() as session:
-        questions = policy.open_questions(session, settings, actor, list(actions), **where)
+    questions = run(functools.partial(policy.open_questions, **where), settings, actor, list(actions))
     if not questions:
         return
     answered = asyncio.run(ask_all(settings, questions))
     if answered:
-        with sessions() as session:
-            policy.record_answers(session, answered)
+        run(policy.record_answers, answered)

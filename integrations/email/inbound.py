@@ -29,6 +29,8 @@ from mailparser_reply import EmailReplyParser
 from integrations.media.sniffing import sniff
 from parley.config import Settings
 from parley.errors import DomainError
+from parley.services.policy import Action
+from parley.services.users import get_user
 from parley.services.attachments import new_upload_key
 from parley.services.email_replies import (
     DuplicateReply,
@@ -40,6 +42,7 @@ from parley.services.email_replies import (
 )
 from parley.services.messages import MAX_ATTACHMENTS
 from parley.services.storage import Storage, attachment_prefix
+from webhooks.policy import consult_in_thread
 
 log = logging.getLogger("parley.email")
 
@@ -179,6 +182,9 @@ def receive(
     if not text and not stored:
         return dropped("empty", **facts)
     try:
+        replier = run(get_user, target.user_id)
+        # The webhook policy's answer is asked for here, outside the service, like the API does.
+        consult_in_thread(run, settings, replier, [Action.SEND], conversation_id=target.conversation_id)
         outcome = run(post_reply, settings, target, message_id, text, stored)
     except DuplicateReply:
         outcome = None

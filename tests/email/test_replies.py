@@ -4,6 +4,7 @@ subprocess) and to POST /api/v1/inbound/email."""
 
 from __future__ import annotations
 
+import json
 import smtplib
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,9 @@ from tests.email import replies
 from tests.email.conftest import EmailPair
 from tests.email.smtp_sink import SmtpSink
 from tests.email.test_notifications import consume_all, send, window_end
+from tests.safety.conftest import POLICY_SECRET
+from tests.webhooks.receiver import Answer as ReceiverAnswer
+from tests.webhooks.receiver import Receiver, running_receiver
 from tests.workers.conftest import Processes, free_port, processes, wait_until  # noqa: F401 (a fixture)
 
 INBOUND_SECRET = "inbound-secret-0123456789"
@@ -188,3 +192,36 @@ async def test_a_reply_outside_any_relationship_is_dropped_under_that_policy(
     raw = replies.gmail("bob@example.com", reply_to, "still there?", "<policy@x>")
     assert await post_raw(client, raw) == (200, {"ignored": "policy_denied"})
     assert bob_messages(sessions, pair) == []
+
+
+@pytest.fixture
+def policy_receiver() -> Iterator[Receiver]:
+    yield from running_receiver()
+
+
+@pytest.mark.parametrize("allow", [True, False])
+async def test_under_the_webhook_policy_a_reply_asks_the_host_product_first(
+    aiohttp_client: object, sessions: sessionmaker[Session], pair: EmailPair, reply_to: str,
+    http_settings: Settings, policy_receiver: Receiver, allow: bool,
+) -> None:
+    """The email pipeline asks PARLEY_POLICY_URL (signed) whether Bob may send, as the API does
+    before a REST send: allowed, the reply is posted; denied, it is dropped as policy_denied."""
+    answer = {"allow": True} if allow else {"allow": False, "reason": "no active contract"}
+    policy_receiver.script("policy", ReceiverAnswer(body=json.dumps(answer)))
+    policy_receiver.expect_secrets("policy", POLICY_SECRET)
+    asking = http_settings.model_copy(update={
+        "conversation_policy": "webhook", "policy_url": policy_receiver.url("policy"),
+        "policy_secret": SecretStr(POLICY_SECRET), "webhook_allowed_cidrs": ["127.0.0.1/32"],
+        "policy_timeout_seconds": 2.0,
+    })
+    client: TestClient = await aiohttp_client(init_app(asking))  # type: ignore[operator]
+    raw = replies.gmail("bob@example.com", reply_to, "on my way", "<asked@x>")
+    status, body = await post_raw(client, raw)
+    [asked] = policy_receiver.requests("policy")
+    assert (asked.json["action"], asked.json["from"], asked.json["to"]) == ("send", pair.bob.id, pair.alice.id)
+    if allow:
+        assert status == 202
+        assert [m.content for m in bob_messages(sessions, pair)] == ["on my way"]
+    else:
+        assert (status, body) == (200, {"ignored": "policy_denied"})
+        assert bob_messages(sessions, pair) == []
