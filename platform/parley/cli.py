@@ -89,13 +89,15 @@ def serve(host: str | None, port: int | None, migrate: bool | None, workers: int
         _migrate_if_asked(settings, migrate)
         _serve_processes(host, port, workers)
         return
-    # Bound first: a busy address stops here, before anything has started.
-    listeners = _listen(host, port, reuse_port=reuse_port)
+    if not reuse_port:
+        _listenable(host, port)  # a busy address stops here, before anything has started
     _migrate_if_asked(settings, migrate)
     web.run_app(
         init_app(settings),
         loop=new_event_loop(),
-        sock=listeners,
+        host=host,
+        port=port,
+        reuse_port=reuse_port or None,
         access_log=None,
         print=lambda line: click.echo(line),
     )

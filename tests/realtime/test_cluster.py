@@ -110,7 +110,7 @@ async def test_serve_workers_runs_several_processes_on_one_port(cluster: Cluster
         while closing.type is aiohttp.WSMsgType.TEXT:
             closing = await ws.receive(timeout=15)
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), closing
-        assert ws.close_code == WSCloseCode.GOING_AWAY
+        assert ws.close_code == WSCloseCode.GOING_AWAY, cluster.processes.output()[-4000:]
     assert node.process.popen.wait(timeout=15) == 0
 
 
