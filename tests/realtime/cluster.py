@@ -7,9 +7,10 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -113,16 +114,26 @@ class Cluster:
         return alice, bob, conversation
 
 
-@pytest.fixture
-async def cluster(postgres_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    """The session's PostgreSQL test database, emptied, and a Redis of this test's own."""
+C = TypeVar("C", bound=Cluster)
+
+
+@asynccontextmanager
+async def running_cluster(postgres_url: str, tmp_path: Path, kind: type[C]) -> AsyncIterator[C]:
+    """The session's PostgreSQL test database, emptied, and a Redis of this test's own, for a
+    cluster of `kind`; every process it started is stopped afterwards."""
     empty_all_tables(postgres_url)
     redis = RedisServer(tmp_path)
     redis.start()
     processes = Processes(tmp_path)
     async with aiohttp.ClientSession() as http:
         try:
-            yield Cluster(postgres_url, redis, processes, http)
+            yield kind(postgres_url, redis, processes, http)
         finally:
             processes.stop_all()
             redis.stop()
+
+
+@pytest.fixture
+async def cluster(postgres_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with running_cluster(postgres_url, tmp_path, Cluster) as started:
+        yield started

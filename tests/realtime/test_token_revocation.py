@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,9 +18,7 @@ from parley.config import load_settings
 from parley.db import create_sync_db_engine, sync_session_factory
 from parley.services.tokens import revoke_token
 from tests.api.conftest import ADMIN, Person
-from tests.conftest import empty_all_tables
-from tests.realtime.cluster import Cluster, Node
-from tests.workers.conftest import Processes, RedisServer
+from tests.realtime.cluster import Cluster, Node, running_cluster
 
 CACHE_SECONDS = "300"  # far longer than the test: only the bus can make a node forget in time
 BUS_DEADLINE = 3.0
@@ -37,16 +34,8 @@ class CachingCluster(Cluster):
 
 @pytest.fixture
 async def caching_cluster(postgres_url: str, tmp_path: Path) -> AsyncIterator[CachingCluster]:
-    empty_all_tables(postgres_url)
-    redis = RedisServer(tmp_path)
-    redis.start()
-    processes = Processes(tmp_path)
-    async with aiohttp.ClientSession() as http:
-        try:
-            yield CachingCluster(postgres_url, redis, processes, http)
-        finally:
-            processes.stop_all()
-            redis.stop()
+    async with running_cluster(postgres_url, tmp_path, CachingCluster) as started:
+        yield started
 
 
 @pytest.fixture
